@@ -1,0 +1,198 @@
+"""Parse model text into function calls without ever executing it.
+
+Two surface formats are accepted:
+
+* BFCL's prompting format, a Python-looking list: ``[cd(folder='doc'), ls(a=True)]``
+  (the brackets may be omitted, and a fenced code block is unwrapped, as BFCL does);
+* Qwen/Hermes JSON tool calls: ``<tool_call>{"name": "cd", "arguments": {"folder": "doc"}}</tool_call>``.
+
+Reasoning / progress blocks (``<think>``, ``<summary>``, ``<plan>``) before the calls are
+stripped. Python text is parsed with :mod:`ast` and every argument goes through
+:func:`ast.literal_eval`; anything that is not ``name(literal, key=literal, ...)`` is
+rejected with a :class:`CallParseError` carrying a human-readable reason.
+
+Example:
+    >>> from parl_mt_lib.calls import parse_calls
+    >>> [c.render() for c in parse_calls("[cd(folder='doc'), mean(numbers=[1, 2])]")]
+    ["cd(folder='doc')", 'mean(numbers=[1, 2])']
+    >>> parse_calls("<tool_call>{\\"name\\": \\"ls\\", \\"arguments\\": {}}</tool_call>")[0].name
+    'ls'
+    >>> parse_calls("[__import__('os').system('ls')]")
+    Traceback (most recent call last):
+    ...
+    parl_mt_lib.calls.CallParseError: only plain function names may be called, got a Call
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_CHARS = 20_000  # BFCL's longest gold step renders to < 2k characters
+MAX_CALLS = 64
+_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_PREAMBLE = re.compile(r"^\s*<(think|summary|plan)>(.*?)</\1>", re.DOTALL)
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_FENCE = re.compile(r"^```[a-zA-Z]*\n?(.*?)\n?```$", re.DOTALL)
+
+
+class CallParseError(ValueError):
+    """Model text that is not a well-formed, literal-only list of calls. ``.reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Call:
+    """One function call: a plain name, positional literals (rare) and keyword literals."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    args: tuple = ()
+
+    def render(self) -> str:
+        """Canonical ``name(a=..., b=...)`` string built from ``repr`` of literals (safe to re-parse)."""
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.name}({', '.join(parts)})"
+
+    def with_keywords(self, param_names: list[str]) -> "Call":
+        """Map positional arguments to keywords using the function doc's parameter order."""
+        if not self.args:
+            return self
+        if len(self.args) > len(param_names):
+            raise CallParseError(f"{self.name} takes at most {len(param_names)} arguments, got {len(self.args)}")
+        kwargs = dict(zip(param_names, self.args))
+        for k, v in self.kwargs.items():
+            if k in kwargs:
+                raise CallParseError(f"{self.name} got multiple values for argument {k!r}")
+            kwargs[k] = v
+        return Call(self.name, kwargs)
+
+
+def strip_preamble(text: str) -> tuple[str, dict[str, str]]:
+    """Remove leading ``<think>/<summary>/<plan>`` blocks; return (rest, {tag: content})."""
+    blocks: dict[str, str] = {}
+    while True:
+        m = _PREAMBLE.match(text)
+        if not m:
+            return text.strip(), blocks
+        blocks[m.group(1)] = m.group(2).strip()
+        text = text[m.end():]
+
+
+def _literal(node: ast.AST, where: str) -> Any:
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call):
+            raise CallParseError(f"calls inside arguments are not allowed ({where})")
+        if isinstance(sub, (ast.Name, ast.Attribute, ast.Subscript, ast.Lambda, ast.comprehension,
+                            ast.JoinedStr, ast.Starred, ast.NamedExpr)):
+            raise CallParseError(f"{where} must be a literal, got {type(sub).__name__}")
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
+        raise CallParseError(f"{where} must be a literal ({err})") from None
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise CallParseError(f"function name must be a plain public identifier, got {name!r}")
+    return name
+
+
+def _parse_python(text: str) -> list[Call]:
+    m = _FENCE.match(text)
+    if m:
+        text = m.group(1).strip()
+    text = text.strip("`\n ")
+    if not text.startswith("["):
+        text = "[" + text
+    if not text.endswith("]"):
+        text = text + "]"
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as err:
+        raise CallParseError(f"not a list of calls: {type(err).__name__}: {err}") from None
+    body = tree.body
+    if not isinstance(body, ast.List):
+        raise CallParseError(f"expected a list of calls, got {type(body).__name__}")
+    calls = []
+    for node in body.elts:
+        if not isinstance(node, ast.Call):
+            raise CallParseError(f"list element is a {type(node).__name__}, not a call")
+        if not isinstance(node.func, ast.Name):
+            raise CallParseError(f"only plain function names may be called, got a {type(node.func).__name__}")
+        name = _check_name(node.func.id)
+        args = tuple(_literal(a, f"argument {i} of {name}") for i, a in enumerate(node.args))
+        kwargs: dict[str, Any] = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise CallParseError(f"**kwargs unpacking is not allowed in {name}")
+            if kw.arg.startswith("_"):
+                raise CallParseError(f"private keyword {kw.arg!r} in {name}")
+            kwargs[kw.arg] = _literal(kw.value, f"{name}({kw.arg}=...)")
+        calls.append(Call(name, kwargs, args))
+    return calls
+
+
+def _parse_json(blocks: list[str]) -> list[Call]:
+    calls = []
+    for raw in blocks:
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise CallParseError(f"tool_call is not valid JSON: {err}") from None
+        if not isinstance(obj, dict) or "name" not in obj:
+            raise CallParseError("tool_call must be an object with 'name' and 'arguments'")
+        args = obj.get("arguments", obj.get("parameters", {}))
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError as err:
+                raise CallParseError(f"tool_call arguments are not valid JSON: {err}") from None
+        if not isinstance(args, dict) or not all(isinstance(k, str) and _IDENT.match(k) for k in args):
+            raise CallParseError("tool_call arguments must be an object with identifier keys")
+        calls.append(Call(_check_name(obj["name"]), dict(args)))
+    return calls
+
+
+def parse_calls(text: str, *, max_chars: int = MAX_CHARS) -> list[Call]:
+    """Parse one model message into calls. ``[]`` means the model chose to make no call.
+
+    Raises :class:`CallParseError` (a ``ValueError``) with ``.reason`` on anything else.
+    """
+    if not isinstance(text, str):
+        raise CallParseError(f"expected text, got {type(text).__name__}")
+    if len(text) > max_chars:
+        raise CallParseError(f"message has {len(text)} characters (limit {max_chars})")
+    body, _ = strip_preamble(text)
+    blocks = _TOOL_CALL.findall(body)
+    calls = _parse_json(blocks) if blocks else _parse_python(body) if body else []
+    if len(calls) > MAX_CALLS:
+        raise CallParseError(f"{len(calls)} calls in one message (limit {MAX_CALLS})")
+    return calls
+
+
+def parse_gold(call_str: str, param_order: dict[str, list[str]]) -> Call:
+    """Parse one ground-truth call string and normalise positional arguments to keywords."""
+    (call,) = parse_calls(call_str)
+    return call.with_keywords(param_order.get(call.name, []))
+
+
+def to_tool_calls(calls: list[Call]) -> list[dict]:
+    """Calls as chat-template ``tool_calls`` (the Qwen2.5 template renders them as JSON)."""
+    return [{"type": "function", "function": {"name": c.name, "arguments": dict(c.kwargs)}} for c in calls]
+
+
+def render_calls(calls: list[Call], style: str = "python") -> str:
+    """Calls as model text: BFCL's ``[f(a=1)]`` (``python``) or ``<tool_call>`` JSON blocks (``json``)."""
+    if style == "python":
+        return "[" + ", ".join(c.render() for c in calls) + "]"
+    if style == "json":
+        return "\n".join(
+            "<tool_call>\n" + json.dumps({"name": c.name, "arguments": c.kwargs}) + "\n</tool_call>" for c in calls
+        )
+    raise ValueError(f"unknown call style {style!r}; use 'python' or 'json'")

@@ -1,0 +1,110 @@
+"""Context builders: episode record -> the messages the policy sees at the next step; plus token masks.
+
+A builder is a pure function of the episode record (turns, steps, results), so the rollout driver
+never changes when the context changes. ``FullHistoryContext`` is BFCL's own context: system prompt
+with all tool docs, then every user message, assistant output and tool result so far. The
+progress-aware mode of PARL-MT (summary + plan replace the history) is another builder with the
+same two methods.
+
+Example:
+    >>> from parl_mt_lib.bfcl import entry_by_id
+    >>> from parl_mt_lib.rollout import Episode
+    >>> ctx = FullHistoryContext()
+    >>> msgs = ctx.messages(Episode(entry_by_id("multi_turn_base_0")))
+    >>> [m["role"] for m in msgs], msgs[0]["content"][:35]
+    (['system', 'user'], 'You are an expert in composing func')
+"""
+from __future__ import annotations
+
+import json
+
+from .runtime import ConfigError
+
+PROMPTINGS = ("plain", "cot")
+STYLES = ("python", "json")
+COT_INSTRUCTION = (
+    "Before your function calls, think step by step about what the user asked, what has been done and "
+    "what remains, inside <think>...</think>. Then output the function calls in the required format "
+    "after </think>. If nothing remains to be done, output only the <think> block."
+)
+
+
+def system_prompt(functions: list[dict] | None, style: str = "python", prompting: str = "plain") -> str:
+    """BFCL's default prompting system prompt (classic style, plaintext, JSON docs).
+
+    ``style="json"`` drops the docs and the Python output format: the tools then go through the chat
+    template's ``tools=`` argument and calls are ``<tool_call>`` JSON (Qwen2.5 / Hermes format).
+    """
+    from bfcl_eval.constants.default_prompts import (OUTPUT_FORMAT_MAPPING, PROMPT_STYLE_TEMPLATES,
+                                                     PROMPT_TEMPLATE_MAPPING)
+
+    if style not in STYLES:
+        raise ConfigError(f"unknown call style {style!r}; choose from {STYLES}")
+    if prompting not in PROMPTINGS:
+        raise ConfigError(f"unknown prompting {prompting!r}; choose from {PROMPTINGS}")
+    t = PROMPT_STYLE_TEMPLATES["classic"]
+    if style == "python":
+        fmt = t["tool_call_no_tag"].format(output_format=OUTPUT_FORMAT_MAPPING["python"], param_types="")
+        tools = t["available_tools"].format(format="json", functions=json.dumps(functions, indent=4))
+        text = PROMPT_TEMPLATE_MAPPING["plaintext"].format(persona=t["persona"], task=t["task"],
+                                                          tool_call_format=fmt,
+                                                          multiturn_behavior=t["multiturn_behavior"],
+                                                          available_tools=tools)
+    else:
+        text = f"{t['persona']}{t['task']}\n\n{t['multiturn_behavior']}"
+    if prompting == "cot":
+        text += "\n\n" + COT_INSTRUCTION
+    return text
+
+
+def as_tools(functions: list[dict]) -> list[dict]:
+    """BFCL docs in the OpenAI ``tools`` shape chat templates expect."""
+    return [{"type": "function", "function": f} for f in functions]
+
+
+class FullHistoryContext:
+    """BFCL's context: the whole conversation so far (grows with every step)."""
+
+    name = "full_history"
+
+    def __init__(self, style: str = "python", prompting: str = "plain"):
+        system_prompt([], style, prompting)  # validate early
+        self.style, self.prompting = style, prompting
+
+    def tools(self, episode) -> list[dict] | None:
+        return as_tools(episode.entry.functions_at(episode.turn)) if self.style == "json" else None
+
+    def messages(self, episode) -> list[dict]:
+        entry = episode.entry
+        funcs = entry.functions if self.style == "python" else None
+        msgs = [{"role": "system", "content": system_prompt(funcs, self.style, self.prompting)}]
+        for turn in range(episode.turn + 1):
+            msgs.extend(entry.turn_messages(turn, self.style))
+            for step in episode.steps_of(turn):
+                msgs.append({"role": "assistant", "content": step.output})
+                for call, result in zip(step.calls, step.results):
+                    msgs.append({"role": "tool", "name": call, "content": result})
+        return msgs
+
+
+def make_context(mode: str = "full_history", **kw):
+    """Context builder by name (``full_history``; progress-aware builders register here too)."""
+    builders = {"full_history": FullHistoryContext}
+    if mode not in builders:
+        raise ConfigError(f"unknown context mode {mode!r}; choose from {sorted(builders)}")
+    return builders[mode](**kw)
+
+
+def render_prompt(tokenizer, messages: list[dict], tools=None) -> str:
+    """The exact prompt string a chat model sees (its own chat template, generation prompt added)."""
+    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+
+
+def encode_with_assistant_mask(tokenizer, messages: list[dict], tools=None) -> tuple[list[int], list[int]]:
+    """Token ids of a whole conversation and a 0/1 mask that is 1 exactly on assistant-generated tokens.
+
+    Uses the template's ``{% generation %}`` markers (TRL's Qwen2.5 training template has them).
+    """
+    out = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True,
+                                        return_assistant_tokens_mask=True)
+    return list(out["input_ids"]), list(out["assistant_masks"])

@@ -1,0 +1,238 @@
+"""Scoring with BFCL's official ``multi_turn_checker`` and the resumable evaluation runner.
+
+The checker re-executes calls by ``eval`` on call strings, so it only ever receives strings that
+*we* rendered from parsed literals (:meth:`Call.render`), for names that are public methods of the
+entry's classes or that cannot resolve to anything in the checker's namespace (those score as
+BFCL's ``name '...' is not defined`` error). Each scoring uses a unique model name and clears
+BFCL's module-global instance cache afterwards.
+
+Example:
+    >>> from parl_mt_lib.bfcl import entry_by_id
+    >>> e = entry_by_id("multi_turn_base_0")
+    >>> score_trajectory(e.id, e.gold).valid
+    True
+    >>> v = score_trajectory(e.id, [[]] + e.gold[1:]); v.valid, v.error_type
+    (False, 'multi_turn:empty_turn_model_response')
+"""
+from __future__ import annotations
+
+import builtins
+import inspect
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .bfcl import entry_by_id, load_entries, resolve_categories
+from .calls import CallParseError, parse_calls
+from .runtime import ConfigError, append_jsonl, atomic_write_json, provenance, read_jsonl
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+@dataclass
+class Verdict:
+    valid: bool
+    reason: str = ""
+    error_type: str | None = None
+
+
+def _mtu():
+    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
+
+    return multi_turn_utils
+
+
+def _public_methods(classes: list[str]) -> set[str]:
+    import importlib
+
+    from bfcl_eval.constants.executable_backend_config import CLASS_FILE_PATH_MAPPING
+
+    names = set()
+    for cls in classes:
+        klass = getattr(importlib.import_module(CLASS_FILE_PATH_MAPPING[cls]), cls)
+        names |= {n for n, _ in inspect.getmembers(klass, predicate=inspect.isfunction) if not n.startswith("_")}
+    return names
+
+
+def sanitize_turn(calls: list[str], allowed: set[str]) -> list[str]:
+    """Re-render each call from parsed literals; drop any whose name could resolve to real code."""
+    out, namespace = [], set(vars(_mtu())) | set(dir(builtins))
+    for text in calls:
+        try:
+            parsed = parse_calls(text)
+        except CallParseError:
+            continue
+        for call in parsed:
+            if call.name in allowed or call.name not in namespace:
+                out.append(call.render())
+    return out
+
+
+def clear_bfcl_cache(model_name: str) -> int:
+    """Delete BFCL's cached instances for ``model_name`` (they live in a module's globals forever otherwise)."""
+    mtu = _mtu()
+    keys = [k for k in vars(mtu) if k.startswith(model_name)]
+    for k in keys:
+        delattr(mtu, k)
+    return len(keys)
+
+
+def score_trajectory(entry_id: str, turns: list[list[str]], *, model_name: str | None = None) -> Verdict:
+    """Official verdict for ``turns`` = per turn, the call strings the model made (in order)."""
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
+
+    entry = entry_by_id(entry_id)
+    if len(turns) != len(entry.gold):
+        return Verdict(False, f"force_terminated: {len(turns)} model turns vs {len(entry.gold)} ground-truth turns",
+                       "multi_turn:force_terminated")
+    allowed = _public_methods(entry.involved_classes)
+    decoded = []
+    for t in turns:
+        calls = sanitize_turn(t, allowed)
+        decoded.append([calls] if calls else [])  # BFCL drops empty steps before checking
+    name = model_name or f"parlmt_{uuid.uuid4().hex[:10]}"
+    test_entry = {"id": entry.id, "initial_config": entry.initial_config, "involved_classes": entry.involved_classes}
+    try:
+        res = multi_turn_checker(decoded, entry.gold, test_entry, entry.category, name)
+    except Exception as err:  # the checker's own assertions; a verdict, not a crash
+        return Verdict(False, f"checker error: {type(err).__name__}: {err}", "multi_turn:checker_error")
+    finally:
+        clear_bfcl_cache(name)
+    if res["valid"]:
+        return Verdict(True)
+    return Verdict(False, res.get("error_message", ""), res.get("error_type"))
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def wilson(correct: int, total: int, z: float = 1.96) -> list[float]:
+    if total == 0:
+        return [0.0, 0.0]
+    p = correct / total
+    d = 1 + z * z / total
+    c = (p + z * z / (2 * total)) / d
+    h = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / d
+    return [max(0.0, c - h), min(1.0, c + h)]
+
+
+def seed_interval(values: list[float]) -> list[float] | None:
+    """95% t-interval of a mean over seeds (``None`` with one seed)."""
+    n = len(values)
+    if n < 2:
+        return None
+    m = sum(values) / n
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
+    h = T95.get(n - 1, 1.96) * sd / math.sqrt(n)
+    return [m - h, m + h]
+
+
+def summarize(rows: list[dict], categories: list[str], seeds: list[int]) -> dict:
+    """Per-category accuracy (pooled over seeds), per-seed accuracies, intervals and the overall mean."""
+    cats = {}
+    for cat in categories:
+        per_seed = {}
+        for s in seeds:
+            rs = [r for r in rows if r["category"] == cat and r["seed"] == s]
+            per_seed[s] = (sum(r["valid"] for r in rs), len(rs))
+        correct = sum(c for c, _ in per_seed.values())
+        total = sum(t for _, t in per_seed.values())
+        accs = [c / t for c, t in per_seed.values() if t]
+        cats[cat] = {"accuracy": correct / total if total else 0.0, "correct": correct, "total": total,
+                     "per_seed": {str(s): (c / t if t else None) for s, (c, t) in per_seed.items()},
+                     "ci95_seeds": seed_interval(accs), "ci95_wilson": wilson(correct, total)}
+    overall_by_seed = []
+    for s in seeds:
+        vals = [cats[c]["per_seed"][str(s)] for c in categories]
+        if all(v is not None for v in vals):
+            overall_by_seed.append(sum(vals) / len(vals))
+    overall = sum(c["accuracy"] for c in cats.values()) / len(cats) if cats else 0.0
+    return {"categories": cats, "overall": overall, "overall_per_seed": overall_by_seed,
+            "overall_ci95_seeds": seed_interval(overall_by_seed),
+            "overall_note": "unweighted mean of the categories evaluated (BFCL multi-turn overall when all four)"}
+
+
+# ---------------------------------------------------------------- runner
+
+
+def _episode_row(ep, seed: int, verdict: Verdict, wall_s: float) -> dict:
+    steps = ep.steps
+    return {"seed": seed, "id": ep.entry.id, "category": ep.entry.category, "valid": verdict.valid,
+            "reason": verdict.reason, "error_type": verdict.error_type, "turns": ep.calls_per_turn(),
+            "turn_end": ep.turn_end, "n_steps": len(steps),
+            "step_errors": [s.error for s in steps if s.error],
+            "prompt_tokens": [s.prompt_tokens for s in steps],
+            "completion_tokens": [s.completion_tokens for s in steps], "wall_s": round(wall_s, 4)}
+
+
+def _check_config(path: Path, config: dict) -> None:
+    import json
+
+    if path.exists():
+        old = json.loads(path.read_text())
+        keys = ("policy", "prompting", "style", "temperature", "max_new_tokens", "context")
+        diff = {k: (old.get(k), config.get(k)) for k in keys if old.get(k) != config.get(k)}
+        if diff:
+            raise ConfigError(f"{path.parent} already holds a run with a different config {diff}; "
+                              "choose another results_dir (nothing was overwritten)")
+
+
+def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=(0,), prompting: str = "plain",
+             results_dir="results/05_evaluate", *, style: str = "python", context: str = "full_history",
+             batch_size: int = 8, max_new_tokens: int = 256, temperature: float = 0.0,
+             base_url: str = "http://127.0.0.1:8000/v1", progress: bool = True, policy_obj=None) -> dict:
+    """Evaluate a policy on BFCL multi-turn; resumable; returns and writes ``metrics.json``.
+
+    Writes ``config.json``, ``entries.jsonl`` (one verdict per seed x entry, appended as each
+    finishes) and ``metrics.json`` into ``results_dir``. A rerun with the same directory skips
+    finished (seed, entry) pairs.
+    """
+    from .context import make_context
+    from .policies import make_policy
+
+    cats = resolve_categories(categories)
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    if not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"seeds must be a list of integers, got {seeds!r}")
+    out = Path(results_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"results_dir {out} is a file; pass a directory")
+    ctx = make_context(context, style=style, prompting=prompting)
+    entries = load_entries(cats, limit=limit)
+    config = {"policy": str(policy if policy_obj is None else getattr(policy_obj, "name", policy)),
+              "categories": cats, "limit": limit, "seeds": list(seeds), "prompting": prompting, "style": style,
+              "context": context, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+              "temperature": temperature, "base_url": base_url if str(policy).startswith("openai:") else None}
+    _check_config(out / "config.json", config)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", config)
+    start = time.time()
+    rows_path = out / "entries.jsonl"
+    for seed in seeds:
+        done = {r["id"] for r in read_jsonl(rows_path) if r["seed"] == seed}
+        todo = [e for e in entries if e.id not in done]
+        if not todo:
+            continue
+        pol = policy_obj or make_policy(policy, seed=seed, style=style, base_url=base_url,
+                                        max_new_tokens=max_new_tokens, temperature=temperature)
+        from .rollout import run_episodes
+
+        t0 = [time.time()]
+
+        def write(ep, seed=seed):
+            v = score_trajectory(ep.entry.id, ep.calls_per_turn())
+            append_jsonl(rows_path, _episode_row(ep, seed, v, time.time() - t0[0]))
+            t0[0] = time.time()
+
+        run_episodes(pol, todo, ctx, batch_size=batch_size, progress=progress, on_episode=write)
+    wanted = {(s, e.id) for s in seeds for e in entries}
+    rows = {(r["seed"], r["id"]): r for r in read_jsonl(rows_path) if (r["seed"], r["id"]) in wanted}
+    metrics = summarize(list(rows.values()), cats, list(seeds))
+    metrics.update(seeds=list(seeds), config=config,
+                   provenance=provenance(seeds=list(seeds), wall_clock_s=round(time.time() - start, 2),
+                                         wall_clock_note="this invocation only (resumed work excluded)"))
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,76 @@
+"""Resolve a model spec to a loaded (model, tokenizer): ``toy``, a local directory, or a hub id.
+
+One code path for all three: ``from_pretrained`` on a directory or id. ``toy`` is the embedded
+model (built and cached on first use). A local directory may also hold a PEFT adapter
+(``adapter_config.json``): it is loaded on top of its base model. Hub ids download only when the
+hub is reachable and ``HF_HUB_OFFLINE`` is not set; otherwise you get a one-line error saying how
+to provide the weights locally.
+
+Example:
+    >>> from parl_mt_lib.models import load_model
+    >>> model, tok = load_model("toy")
+    >>> type(model).__name__, tok.eos_token
+    ('Qwen2ForCausalLM', '<|im_end|>')
+    >>> load_model("./no/such/dir")
+    Traceback (most recent call last):
+    ...
+    parl_mt_lib.runtime.ConfigError: model path './no/such/dir' does not exist; pass 'toy', an existing model directory, or a hub id such as Qwen/Qwen2.5-7B-Instruct
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .runtime import ConfigError
+
+
+def resolve_model_path(spec: str) -> str:
+    """``toy`` -> cached toy directory; an existing path -> itself; a hub-id-shaped string -> itself."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"model must be 'toy', a directory or a hub id, got {spec!r}")
+    if spec == "toy":
+        from .toy_model import build_toy_model
+
+        return str(build_toy_model())
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise ConfigError(f"{spec!r} has no config.json or adapter_config.json; point to a directory "
+                              "written by save_pretrained")
+        return str(path)
+    looks_local = spec.startswith((".", "/", "~")) or spec.count("/") != 1
+    if looks_local:
+        raise ConfigError(f"model path {spec!r} does not exist; pass 'toy', an existing model directory, "
+                          "or a hub id such as Qwen/Qwen2.5-7B-Instruct")
+    return spec
+
+
+def load_model(spec: str = "toy", *, dtype=None, device: str | None = None):
+    """Load ``(model, tokenizer)`` for generation; the tokenizer pads on the left."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(spec)
+    dtype = dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    try:
+        adapter = Path(path, "adapter_config.json")
+        if adapter.exists():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"could not load model {spec!r} ({first}); without network, download it elsewhere "
+                          "(`hf download ID --local-dir DIR`) and pass the directory") from None
+    except (ValueError, RuntimeError) as err:
+        raise ConfigError(f"model files in {path!r} are unreadable or corrupt ({str(err)[:200]}); "
+                          "rebuild or re-download them") from None
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        raise ConfigError(f"tokenizer of {spec!r} has no chat template; use an instruct/chat model")
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+    return model, tok

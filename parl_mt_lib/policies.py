@@ -1,0 +1,210 @@
+"""Policies: anything with ``generate(list[StepRequest]) -> list[Generation]``.
+
+* :class:`OraclePolicy` replays the gold calls (one call per step by default, then an empty message);
+* :class:`ScriptedPolicy` answers from a function of the request, a ``MockModel`` for engine tests;
+* :class:`HFPolicy` runs any transformers causal LM with one batched ``generate`` across episodes;
+* :class:`OpenAIPolicy` talks to any OpenAI-compatible ``/chat/completions`` endpoint (e.g.
+  ``vllm serve``) with bounded concurrency and retries.
+
+Prompting (plain vs CoT) and call style live in the context builder, not here.
+
+Example:
+    >>> p = make_policy("oracle")
+    >>> p.name
+    'oracle'
+    >>> make_policy("openai:qwen", base_url="http://127.0.0.1:9/v1").model
+    'qwen'
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from .calls import render_calls
+from .context import render_prompt
+from .rollout import MAX_STEPS, Generation, StepRequest
+
+
+class PolicyError(RuntimeError):
+    """The policy could not produce an answer at all (endpoint down after retries, ...)."""
+
+
+class OraclePolicy:
+    """Gold calls of the current turn, ``calls_per_step`` at a time; an empty message ends the turn.
+
+    A turn with more gold calls than BFCL's step limit allows (two long_context turns have 34) is
+    packed into more calls per step, so the oracle never hits the limit.
+
+    With a ``tokenizer`` it also counts prompt tokens, so oracle runs can measure context growth.
+    """
+
+    name = "oracle"
+
+    def __init__(self, calls_per_step: int = 1, style: str = "python", tokenizer=None):
+        self.calls_per_step, self.style, self.tokenizer = calls_per_step, style, tokenizer
+
+    def generate(self, requests: list[StepRequest]) -> list[Generation]:
+        out = []
+        for req in requests:
+            ep = req.episode
+            gold = ep.entry.gold_calls[ep.turn] if ep.turn < len(ep.entry.gold_calls) else []
+            per = max(self.calls_per_step, -(-len(gold) // MAX_STEPS))
+            k = len(ep.steps_of(ep.turn)) * per
+            chunk = gold[k:k + per]
+            text = render_calls(chunk, self.style) if chunk else ""
+            n = None
+            if self.tokenizer is not None:
+                n = len(self.tokenizer(render_prompt(self.tokenizer, req.messages, req.tools),
+                                       add_special_tokens=False).input_ids)
+            out.append(Generation(text, prompt_tokens=n))
+        return out
+
+
+class ScriptedPolicy:
+    """Answers ``fn(request) -> str`` for every request: a weight-free stand-in for a model."""
+
+    def __init__(self, fn, name: str = "scripted", style: str = "python"):
+        self.fn, self.name, self.style = fn, name, style
+
+    def generate(self, requests):
+        return [Generation(self.fn(r)) for r in requests]
+
+
+class HFPolicy:
+    """A transformers causal LM; left-padded batched ``generate`` across the driver's episodes.
+
+    ``micro_batch_size`` caps one ``generate`` call. On CPU it defaults to 1: a padded batch sends
+    SDPA down its masked path, which materialises batch x heads x L^2 scores; measured on 2 cores with
+    the toy at ~9.5k-token BFCL prompts, a padded batch of 8 took ~19 s per step against ~0.6 s per
+    unpadded prompt. On GPU the whole batch goes at once.
+    """
+
+    def __init__(self, model, tokenizer, *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int = 0, style: str = "python", name: str = "hf",
+                 max_prompt_tokens: int | None = None, micro_batch_size: int | None = None):
+        import torch
+
+        self.model, self.tok, self.style, self.name = model, tokenizer, style, name
+        self.micro_batch_size = micro_batch_size or (1 if model.device.type == "cpu" else 64)
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.max_prompt_tokens = max_prompt_tokens or getattr(model.config, "max_position_embeddings", None)
+        torch.manual_seed(seed)
+
+    def generate(self, requests):
+        prompts = [render_prompt(self.tok, r.messages, r.tools) for r in requests]
+        ids = [self.tok(p, add_special_tokens=False).input_ids for p in prompts]
+        limit = (self.max_prompt_tokens or 10**9) - self.max_new_tokens
+        out = [Generation("", len(x), 0, error=f"context_overflow: {len(x)} prompt tokens > {limit}")
+               for x in ids]
+        fits = sorted((i for i, x in enumerate(ids) if len(x) <= limit), key=lambda i: len(ids[i]))
+        for k in range(0, len(fits), self.micro_batch_size):
+            self._generate(ids, fits[k:k + self.micro_batch_size], out)
+        return out
+
+    def _generate(self, ids: list[list[int]], fits: list[int], out: list[Generation]) -> None:
+        import torch
+
+        batch = self.tok.pad({"input_ids": [ids[i] for i in fits]}, return_tensors="pt").to(self.model.device)
+        sample = self.temperature > 0
+        with torch.no_grad():
+            gen = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=sample,
+                                      temperature=self.temperature if sample else None,
+                                      top_p=self.top_p if sample else None, top_k=None,
+                                      pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id)
+        new = gen[:, batch["input_ids"].shape[1]:]
+        for row, i in zip(new, fits):
+            toks = row.tolist()
+            if self.tok.eos_token_id in toks:
+                toks = toks[:toks.index(self.tok.eos_token_id) + 1]
+            n = len(toks)
+            text_toks = [t for t in toks if t not in (self.tok.eos_token_id, self.tok.pad_token_id)]
+            # other special tokens stay visible: a model that emits them produced malformed output
+            out[i] = Generation(self.tok.decode(text_toks, skip_special_tokens=False), len(ids[i]), n)
+
+
+def _http_messages(messages: list[dict]) -> list[dict]:
+    """Tool results as one user message holding BFCL's ``repr`` of them (BFCL's prompting handlers do this)."""
+    out, pending = [], []
+    for m in messages + [{"role": "_end"}]:
+        if m["role"] == "tool":
+            pending.append({"role": "tool", "name": m.get("name"), "content": m["content"]})
+            continue
+        if pending:
+            out.append({"role": "user", "content": repr(pending)})
+            pending = []
+        if m["role"] != "_end":
+            out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+class OpenAIPolicy:
+    """Any OpenAI-compatible chat endpoint. Key from ``$<api_key_env>`` (may be unset for local servers)."""
+
+    def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", *, api_key_env: str = "OPENAI_API_KEY",
+                 max_concurrency: int = 8, retries: int = 3, backoff: float = 0.5, timeout: float = 120.0,
+                 temperature: float = 0.0, max_tokens: int = 512, seed: int = 0, style: str = "python"):
+        self.model, self.base_url, self.name, self.style = model, base_url.rstrip("/"), f"openai:{model}", style
+        self.api_key = os.environ.get(api_key_env, "")
+        self.max_concurrency, self.retries, self.backoff, self.timeout = max_concurrency, retries, backoff, timeout
+        self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
+
+    def _post(self, payload: dict) -> dict:
+        data = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last = None
+        for attempt in range(self.retries + 1):
+            req = urllib.request.Request(f"{self.base_url}/chat/completions", data=data, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as err:
+                last = f"HTTP {err.code}"
+                if err.code not in (408, 409, 429) and err.code < 500:
+                    break
+            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as err:
+                last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+            time.sleep(self.backoff * 2 ** attempt)
+        raise PolicyError(f"endpoint {self.base_url} failed after {self.retries + 1} attempts ({last}); "
+                          "check that the server is up (e.g. `vllm serve MODEL`) and base_url is right")
+
+    def _one(self, req: StepRequest) -> Generation:
+        payload = {"model": self.model, "messages": _http_messages(req.messages), "temperature": self.temperature,
+                   "max_tokens": self.max_tokens, "seed": self.seed}
+        if req.tools:
+            payload["tools"] = req.tools
+        resp = self._post(payload)
+        try:
+            msg = resp["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError):
+            raise PolicyError(f"endpoint {self.base_url} returned no choices: {str(resp)[:200]}") from None
+        text = msg.get("content") or ""
+        for tc in msg.get("tool_calls") or []:
+            fn = tc.get("function", {})
+            text += f'\n<tool_call>\n{{"name": {json.dumps(fn.get("name"))}, "arguments": {fn.get("arguments") or "{}"}}}\n</tool_call>'
+        usage = resp.get("usage") or {}
+        return Generation(text.strip(), usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+    def generate(self, requests):
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(self._one, requests))
+
+
+def make_policy(spec: str, *, seed: int = 0, style: str = "python", base_url: str = "http://127.0.0.1:8000/v1",
+                max_new_tokens: int = 256, temperature: float = 0.0, **kw):
+    """``oracle`` | ``openai:<served-model-name>`` | ``toy`` | a model directory | a hub id."""
+    if spec == "oracle":
+        return OraclePolicy(style=style, **kw)
+    if isinstance(spec, str) and spec.startswith("openai:"):
+        return OpenAIPolicy(spec.split(":", 1)[1], base_url, seed=seed, style=style, temperature=temperature,
+                            max_tokens=max_new_tokens, **kw)
+    from .models import load_model
+
+    model, tok = load_model(spec)
+    return HFPolicy(model, tok, seed=seed, style=style, name=str(spec), max_new_tokens=max_new_tokens,
+                    temperature=temperature, **kw)

@@ -1,0 +1,139 @@
+"""The rollout driver: runs a policy through BFCL entries turn by turn and step by step.
+
+Loop per turn, as BFCL's prompting loop: ask the policy for a message; parse it (never execute it);
+no call -> the turn ends; unparseable -> the step is recorded with its reason and the turn ends;
+otherwise each call is dispatched to the environment and its result becomes a tool message. A turn
+whose step count exceeds BFCL's limit (20) force-quits the episode (BFCL then fails the entry).
+Many episodes advance together so an HF policy can batch its ``generate`` calls.
+
+Example:
+    >>> from parl_mt_lib.bfcl import load_entries
+    >>> from parl_mt_lib.policies import OraclePolicy
+    >>> eps = run_episodes(OraclePolicy(), load_entries(["base"], limit=2), progress=False)
+    >>> [len(e.calls_per_turn()) for e in eps], eps[0].calls_per_turn()[0][0]
+    ([4, 4], "cd(folder='document')")
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from .calls import CallParseError, parse_calls
+from .context import FullHistoryContext
+from .env import Environment
+
+MAX_STEPS = 20  # bfcl_eval.constants.default_prompts.MAXIMUM_STEP_LIMIT
+
+
+@dataclass
+class Step:
+    turn: int
+    output: str
+    calls: list[str] = field(default_factory=list)   # canonical call strings, parsed from output
+    results: list[str] = field(default_factory=list)
+    error: str | None = None                          # parse failure reason
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class StepRequest:
+    """What a policy gets for one step: the context messages (and tools) plus the episode, for oracles."""
+
+    messages: list[dict]
+    tools: list[dict] | None
+    episode: "Episode"
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None  # the policy could not answer (e.g. context_overflow): the episode stops
+
+
+@dataclass
+class Episode:
+    """An entry being played: its environment, current turn, every step and why each turn ended."""
+
+    entry: object
+    env: Environment | None = None
+    turn: int = 0
+    steps: list[Step] = field(default_factory=list)
+    turn_end: list[str] = field(default_factory=list)  # per finished turn: no_call | parse_error | max_steps | policy_error
+    done: bool = False
+    force_quit: bool = False
+
+    def __post_init__(self):
+        if self.env is None:
+            self.env = Environment(self.entry)
+
+    def steps_of(self, turn: int) -> list[Step]:
+        return [s for s in self.steps if s.turn == turn]
+
+    def calls_per_turn(self) -> list[list[str]]:
+        """Per played turn, the calls made (the input of :func:`parl_mt_lib.evaluate.score_trajectory`)."""
+        return [[c for s in self.steps_of(t) for c in s.calls] for t in range(len(self.turn_end))]
+
+    def end_turn(self, reason: str) -> None:
+        self.turn_end.append(reason)
+        self.turn += 1
+        if reason == "max_steps":
+            self.force_quit = True
+        if self.force_quit or self.turn >= len(self.entry.turns):
+            self.done = True
+            self.turn = min(self.turn, len(self.entry.turns) - 1)
+
+    def record(self, gen: Generation, max_steps: int = MAX_STEPS) -> Step:
+        """Parse one generation, execute its calls and advance the turn state."""
+        step = Step(self.turn, gen.text, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
+        self.steps.append(step)
+        if gen.error:
+            step.error = gen.error
+            self.force_quit = True
+            self.end_turn("policy_error")
+            return step
+        try:
+            calls = parse_calls(gen.text)
+        except CallParseError as err:
+            step.error = err.reason
+            self.end_turn("parse_error")
+            return step
+        if not calls:
+            self.end_turn("no_call")
+            return step
+        step.calls = [c.render() for c in calls]
+        step.results = self.env.execute_all(calls)
+        if len(self.steps_of(self.turn)) > max_steps:
+            self.end_turn("max_steps")
+        return step
+
+
+def run_episodes(policy, entries, context=None, *, max_steps: int = MAX_STEPS, batch_size: int = 8,
+                 progress: bool = True, on_episode=None) -> list[Episode]:
+    """Play every entry to the end with ``policy``; ``context`` defaults to full history.
+
+    ``batch_size`` episodes advance together (one ``policy.generate`` call per step across them).
+    ``on_episode(ep)`` is called as each episode finishes (used for incremental result writing).
+    """
+    context = context or FullHistoryContext(style=getattr(policy, "style", "python"))
+    entries = list(entries)
+    finished: list[Episode] = []
+    bar = tqdm(total=len(entries), desc=f"episodes ({getattr(policy, 'name', 'policy')})", disable=not progress)
+    for start in range(0, len(entries), batch_size):
+        active = [Episode(e) for e in entries[start:start + batch_size]]
+        chunk = list(active)
+        while active:
+            requests = [StepRequest(context.messages(ep), context.tools(ep), ep) for ep in active]
+            for ep, gen in zip(active, policy.generate(requests)):
+                ep.record(gen, max_steps)
+                if ep.done:
+                    bar.update(1)
+                    if on_episode:
+                        on_episode(ep)
+            active = [ep for ep in active if not ep.done]
+        finished.extend(chunk)
+    bar.close()
+    return finished

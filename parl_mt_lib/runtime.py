@@ -1,0 +1,126 @@
+"""Process-level plumbing: errors, paths, thread count, atomic writes, provenance.
+
+Example:
+    >>> from parl_mt_lib.runtime import atomic_write_json, provenance
+    >>> import tempfile, os, json
+    >>> d = tempfile.mkdtemp(); atomic_write_json(os.path.join(d, "x.json"), {"a": 1})
+    >>> json.load(open(os.path.join(d, "x.json")))
+    {'a': 1}
+    >>> "bfcl-eval" in provenance()["packages"]
+    True
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("parl-mt", "bfcl-eval", "torch", "transformers", "trl", "peft", "datasets", "tokenizers",
+            "accelerate", "papermill", "numpy")
+
+
+class ConfigError(ValueError):
+    """Bad user input (config, category, path, parameter). The message says what to do."""
+
+
+def cache_dir() -> Path:
+    """Where built artefacts (toy model, BFCL scratch dir) live: ``$PARL_MT_CACHE`` or ``<repo>/.cache``."""
+    path = Path(os.environ.get("PARL_MT_CACHE", REPO_ROOT / ".cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op thread count deliberately (default ``$PARL_MT_THREADS`` or 1).
+
+    Tiny models on 2 cores run an order of magnitude slower when threads are oversubscribed,
+    so the toy default is a single thread; pass more for real models.
+    """
+    n = int(n or os.environ.get("PARL_MT_THREADS", 1))
+    import torch
+
+    torch.set_num_threads(n)
+    return n
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file in the same directory and ``os.replace``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def append_jsonl(path: str | os.PathLike, row: dict) -> None:
+    """Append one JSON line and fsync, so a killed run loses at most the line being written."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read JSON lines, skipping a torn last line left by an interrupted writer."""
+    rows = []
+    if not Path(path).exists():
+        return rows
+    with open(path) as fh:
+        for line in fh:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def git_sha() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha or "unknown") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_info() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return info
+
+
+def provenance(**extra) -> dict:
+    """Package versions (bfcl-eval included), git SHA, device and a timestamp; ``extra`` is merged in."""
+    pkgs = {}
+    for name in PACKAGES:
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pkgs[name] = None
+    return {"packages": pkgs, "git_sha": git_sha(), "device": device_info(),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}

@@ -1,0 +1,25 @@
+"""Shared fixtures. Tests run offline with one torch thread (2-core CI: oversubscription is the main slowdown)."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from parl_mt_lib.runtime import set_threads  # noqa: E402
+
+set_threads(1)
+
+
+@pytest.fixture(scope="session")
+def toy_path():
+    from parl_mt_lib.toy_model import build_toy_model
+
+    return build_toy_model()
+
+
+@pytest.fixture(scope="session")
+def toy(toy_path):
+    from parl_mt_lib.models import load_model
+
+    return load_model(str(toy_path))
