@@ -70,7 +70,18 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one JSON line and fsync, so a killed run loses at most the line being written."""
+    """Append one JSON line and fsync, so a killed run loses at most the line being written.
+
+    A torn last line (no trailing newline) left by a killed writer is cut off first, so the
+    new row never fuses with it.
+    """
+    path = Path(path)
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.seek(0)
+                fh.truncate(fh.read().rfind(b"\n") + 1)
     with open(path, "a") as fh:
         fh.write(json.dumps(row, default=str) + "\n")
         fh.flush()

@@ -1,0 +1,67 @@
+"""Evaluation runner: files, resume after interruption, and bad input."""
+import json
+
+import pytest
+
+from parl_mt_lib.evaluate import evaluate, seed_interval, summarize, wilson
+from parl_mt_lib.runtime import ConfigError, read_jsonl
+
+
+def test_oracle_run_writes_metrics_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    m = evaluate("oracle", ["base", "miss_param"], limit=3, seeds=[0, 1], results_dir=out, progress=False)
+    assert m["categories"]["multi_turn_base"] == {**m["categories"]["multi_turn_base"], "accuracy": 1.0,
+                                                  "correct": 6, "total": 6}
+    assert m["overall"] == 1.0 and m["seeds"] == [0, 1]
+    prov = m["provenance"]
+    assert prov["packages"]["bfcl-eval"] == "2025.9.18" and prov["git_sha"] and prov["device"]
+    assert "wall_clock_s" in prov and prov["seeds"] == [0, 1]
+    assert json.loads((out / "config.json").read_text())["policy"] == "oracle"
+    rows = read_jsonl(out / "entries.jsonl")
+    assert len(rows) == 12 and all(r["valid"] for r in rows)
+
+    # simulate a kill mid-write: drop the last 5 rows and leave a torn line
+    lines = (out / "entries.jsonl").read_text().splitlines(keepends=True)
+    (out / "entries.jsonl").write_text("".join(lines[:-5]) + lines[-5][:20])
+    m2 = evaluate("oracle", ["base", "miss_param"], limit=3, seeds=[0, 1], results_dir=out, progress=False)
+    rows = read_jsonl(out / "entries.jsonl")
+    assert len(rows) == 12 and len({(r["seed"], r["id"]) for r in rows}) == 12
+    assert m2["categories"] == m["categories"]
+
+
+def test_bad_input_is_one_clear_error(tmp_path):
+    out = tmp_path / "run"
+    evaluate("oracle", ["base"], limit=1, results_dir=out, progress=False)
+    before = (out / "entries.jsonl").read_text()
+    with pytest.raises(ConfigError, match="different config"):
+        evaluate("oracle", ["base"], limit=1, prompting="cot", results_dir=out, progress=False)
+    assert (out / "entries.jsonl").read_text() == before  # nothing lost
+    with pytest.raises(ConfigError, match="unknown category"):
+        evaluate("oracle", ["nope"], results_dir=tmp_path / "x", progress=False)
+    with pytest.raises(ConfigError, match="does not exist"):
+        evaluate("./missing/model", ["base"], limit=1, results_dir=tmp_path / "y", progress=False)
+    with pytest.raises(ConfigError, match="seeds"):
+        evaluate("oracle", ["base"], seeds=["a"], results_dir=tmp_path / "z", progress=False)
+    with pytest.raises(ConfigError, match="limit"):
+        evaluate("oracle", ["base"], limit=0, results_dir=tmp_path / "w", progress=False)
+    with pytest.raises(ConfigError, match="prompting"):
+        evaluate("oracle", ["base"], prompting="magic", results_dir=tmp_path / "v", progress=False)
+
+
+def test_corrupt_model_dir(tmp_path):
+    from parl_mt_lib.models import load_model
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="corrupt|unreadable|could not load"):
+        load_model(str(tmp_path))
+
+
+def test_statistics():
+    assert seed_interval([0.5]) is None
+    lo, hi = seed_interval([0.4, 0.5, 0.6])
+    assert lo < 0.5 < hi
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and 0.2 < hi < 0.35
+    rows = [{"category": "c", "seed": s, "valid": v} for s, v in [(0, True), (0, False), (1, True), (1, True)]]
+    m = summarize(rows, ["c"], [0, 1])
+    assert m["categories"]["c"]["accuracy"] == 0.75 and m["overall_per_seed"] == [0.5, 1.0]
