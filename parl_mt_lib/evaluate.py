@@ -105,6 +105,53 @@ def score_trajectory(entry_id: str, turns: list[list[str]], *, model_name: str |
     return Verdict(False, res.get("error_message", ""), res.get("error_type"))
 
 
+def official_verdict(entry_id: str, turns: list[list[str]]) -> bool:
+    """BFCL's own runner logic (turn-count check, empty steps dropped, ``multi_turn_checker``) on the
+    call strings exactly as given. The checker ``eval``s them: call only on trusted strings
+    (gold data, or calls that :func:`is_safe_for_official` accepts)."""
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
+
+    e = entry_by_id(entry_id)
+    if len(turns) != len(e.gold):
+        return False
+    name = f"official_{uuid.uuid4().hex[:10]}"
+    test_entry = {"id": e.id, "initial_config": e.initial_config, "involved_classes": e.involved_classes}
+    try:
+        return multi_turn_checker([[t] if t else [] for t in turns], e.gold, test_entry, e.category, name)["valid"]
+    finally:
+        clear_bfcl_cache(name)
+
+
+def is_safe_for_official(entry_id: str, turns: list[list[str]]) -> bool:
+    """True when every call is canonical (re-renders to itself) and names a public method of the entry's classes."""
+    allowed = _public_methods(entry_by_id(entry_id).involved_classes)
+    for t in turns:
+        for text in t:
+            try:
+                (call,) = parse_calls(text)
+            except (CallParseError, ValueError):
+                return False
+            if call.name not in allowed or call.render() != text:
+                return False
+    return True
+
+
+def agreement_with_official(rows: list[dict]) -> dict:
+    """Re-score recorded trajectories with BFCL's own runner and compare with our verdicts."""
+    checked = agree = skipped = 0
+    disagreements = []
+    for r in rows:
+        if not is_safe_for_official(r["id"], r["turns"]):
+            skipped += 1
+            continue
+        checked += 1
+        if official_verdict(r["id"], r["turns"]) == r["valid"]:
+            agree += 1
+        else:
+            disagreements.append((r["seed"], r["id"]))
+    return {"checked": checked, "agree": agree, "skipped_untrusted": skipped, "disagreements": disagreements}
+
+
 # ---------------------------------------------------------------- statistics
 
 

@@ -112,11 +112,12 @@ class Episode:
 
 
 def run_episodes(policy, entries, context=None, *, max_steps: int = MAX_STEPS, batch_size: int = 8,
-                 progress: bool = True, on_episode=None) -> list[Episode]:
+                 progress: bool = True, on_episode=None, on_step=None) -> list[Episode]:
     """Play every entry to the end with ``policy``; ``context`` defaults to full history.
 
     ``batch_size`` episodes advance together (one ``policy.generate`` call per step across them).
-    ``on_episode(ep)`` is called as each episode finishes (used for incremental result writing).
+    ``on_episode(ep)`` is called as each episode finishes (used for incremental result writing);
+    ``on_step(ep, step)`` after every recorded step (used for replays and cost accounting).
     """
     context = context or FullHistoryContext(style=getattr(policy, "style", "python"))
     entries = list(entries)
@@ -128,7 +129,9 @@ def run_episodes(policy, entries, context=None, *, max_steps: int = MAX_STEPS, b
         while active:
             requests = [StepRequest(context.messages(ep), context.tools(ep), ep) for ep in active]
             for ep, gen in zip(active, policy.generate(requests)):
-                ep.record(gen, max_steps)
+                step = ep.record(gen, max_steps)
+                if on_step:
+                    on_step(ep, step)
                 if ep.done:
                     bar.update(1)
                     if on_episode:

@@ -36,6 +36,13 @@ def cache_dir() -> Path:
     return path
 
 
+def repo_path(path: str | os.PathLike) -> Path:
+    """A relative path is taken from the repo root, so notebooks write to the same ``results/``
+    whatever directory Jupyter, papermill or nbval runs them from."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
 def set_threads(n: int | None = None) -> int:
     """Set torch's intra-op thread count deliberately (default ``$PARL_MT_THREADS`` or 1).
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from parl_mt_lib.evaluate import evaluate, seed_interval, summarize, wilson
+from parl_mt_lib.evaluate import agreement_with_official, evaluate, seed_interval, summarize, wilson
 from parl_mt_lib.runtime import ConfigError, read_jsonl
 
 
@@ -27,6 +27,11 @@ def test_oracle_run_writes_metrics_and_resumes(tmp_path):
     rows = read_jsonl(out / "entries.jsonl")
     assert len(rows) == 12 and len({(r["seed"], r["id"]) for r in rows}) == 12
     assert m2["categories"] == m["categories"]
+
+    agree = agreement_with_official(rows)
+    assert agree["checked"] == agree["agree"] == 12
+    hostile = dict(rows[0], turns=[["open(file='x', mode='w')"]] + rows[0]["turns"][1:])
+    assert agreement_with_official([hostile])["skipped_untrusted"] == 1
 
 
 def test_bad_input_is_one_clear_error(tmp_path):

@@ -1,31 +1,13 @@
 """Data tier: our verdicts equal the official checker's on gold and perturbed trajectories."""
 import copy
-import uuid
-
 import pytest
 
 from parl_mt_lib.bfcl import CATEGORIES, entry_by_id, load_entries
 from parl_mt_lib.calls import parse_calls
-from parl_mt_lib.evaluate import clear_bfcl_cache, score_trajectory
+from parl_mt_lib.evaluate import official_verdict as official
+from parl_mt_lib.evaluate import score_trajectory
 
 pytestmark = pytest.mark.data
-
-
-def official(entry_id, turns):
-    """BFCL's own runner logic on raw (trusted, test-authored) call strings."""
-    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
-
-    e = entry_by_id(entry_id)
-    if len(turns) != len(e.gold):
-        return False
-    name = f"official_{uuid.uuid4().hex[:8]}"
-    try:
-        res = multi_turn_checker([[t] if t else [] for t in turns], e.gold,
-                                 {"id": e.id, "initial_config": e.initial_config,
-                                  "involved_classes": e.involved_classes}, e.category, name)
-    finally:
-        clear_bfcl_cache(name)
-    return res["valid"]
 
 
 def _wrong_argument(turns):

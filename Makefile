@@ -1,0 +1,59 @@
+# parl-mt: two commands on a fresh machine with Python 3.11 —  `make reproduce`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.parl-mt-installed
+BFCL_PIN := bfcl-eval==2025.9.18
+PM := $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks
+EXEC := results/executed
+
+# offline by default; one torch thread per process (2-core machines slow down ~10x when oversubscribed)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM := false
+export PARL_MT_THREADS ?= 1
+export BFCL_PROJECT_ROOT ?= $(CURDIR)/.cache/bfcl
+
+.PHONY: install test test-fast reproduce bench notebooks-strip clean help
+
+help:
+	@echo "make reproduce  - set up .venv and run every notebook via papermill on the toy defaults (writes results/)"
+	@echo "make test       - set up .venv, run pytest (all tiers) and nbval over every notebook in smoke mode"
+	@echo "make test-fast  - unit/data/model tests without the slow tier and without notebooks"
+	@echo "make bench      - throughput benchmarks (results/bench/bench.json)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "parl-mt needs Python 3.11: run `make PYTHON=/path/to/python3.11 ...`")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	# multi-turn needs only mpmath + filelock from bfcl-eval's ~6 GB dependency set (installed above)
+	$(PY) -m pip install -q --no-deps $(BFCL_PIN)
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest tests
+	PARL_MT_SMOKE=1 $(PY) -m pytest --nbval-lax notebooks/
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow"
+
+reproduce: install
+	@mkdir -p $(EXEC)
+	$(PM) notebooks/00_benchmark_tour.ipynb $(EXEC)/00_benchmark_tour.ipynb
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_oracle.ipynb -p policy oracle -p results_dir results/05_evaluate/oracle
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_toy.ipynb -p policy toy -p limit 5 \
+		-y "seeds: [0, 1, 2]" -p temperature 0.7 -p max_new_tokens 32 -p results_dir results/05_evaluate/toy
+	$(PY) benchmarks/run_bench.py --out results/bench
+	@echo "done: see results/ (executed notebooks in $(EXEC))"
+
+bench: install
+	$(PY) benchmarks/run_bench.py --out results/bench
+
+notebooks-strip: install
+	$(PY) -m jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+
+clean:
+	rm -rf results/executed results/00_tour* results/05_evaluate results/bench

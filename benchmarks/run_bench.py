@@ -1,0 +1,44 @@
+"""Benchmarks for README: oracle throughput on all 800 entries, toy rollout overhead, prompt tokens per step.
+
+Usage (2-core CPU, ~2 min):  .venv/bin/python benchmarks/run_bench.py [--out results/bench]
+Writes bench.json (with provenance) and prints a markdown table.
+"""
+import argparse
+import time
+from pathlib import Path
+
+from parl_mt_lib.runtime import atomic_write_json, provenance, set_threads
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--toy-entries", type=int, default=2, help="entries per category for the toy rollout")
+    args = ap.parse_args()
+    threads = set_threads()
+    from parl_mt_lib.bench import oracle_throughput, rollout_overhead
+    from parl_mt_lib.bfcl import load_entries
+    from parl_mt_lib.models import load_model
+    from parl_mt_lib.toy_model import build_toy_model
+    from parl_mt_lib.tour import prompt_growth
+
+    t0 = time.time()
+    oracle_throughput(limit=2)  # warm imports and caches
+    oracle = oracle_throughput()
+    model, tok = load_model(str(build_toy_model()))
+    toy = rollout_overhead(model, tok, load_entries("all", limit=args.toy_entries))
+    growth = prompt_growth(load_entries("base"), tok)
+    by_step = growth.groupby("step")[["prompt_tokens", "conversation_tokens"]].mean().round(1)
+    res = {"oracle_800": oracle, "toy_rollout": toy, "prompt_tokens_by_step_base": by_step.head(12).to_dict(),
+           "provenance": provenance(torch_threads=threads, wall_clock_s=round(time.time() - t0, 1))}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(args.out) / "bench.json", res)
+    print("| measure | value |\n|---|---|")
+    for k, v in {**{f"oracle: {k}": v for k, v in oracle.items()}, **{f"toy: {k}": v for k, v in toy.items()}}.items():
+        print(f"| {k} | {v} |")
+    print("\nprompt tokens per step (base, oracle, full history, toy tokenizer):")
+    print(by_step.head(12).to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Figures from run outputs (seaborn/matplotlib). Each function saves a PNG and returns the figure.
+
+Example:
+    >>> import pandas as pd, tempfile, os
+    >>> df = pd.DataFrame({"step": [0, 1, 0, 1], "prompt_tokens": [10, 20, 11, 25], "context": ["full_history"] * 4})
+    >>> _ = plot_prompt_growth(df, os.path.join(tempfile.mkdtemp(), "g.png"))
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_prompt_growth(df, path, y: str = "prompt_tokens"):
+    """Tokens per step (mean and 95% band over entries) as the history grows, one line per context."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    sns.lineplot(df, x="step", y=y, hue="context" if "context" in df else None, errorbar=("ci", 95), ax=ax,
+                 marker="o")
+    ax.set_xlabel("step in episode (all turns)")
+    ax.set_ylabel(y.replace("_", " "))
+    ax.set_title("Context length per step (oracle trajectories)")
+    _save(fig, path)
+    return fig
+
+
+def plot_accuracy(metrics: dict, path, title: str = "BFCL multi-turn accuracy"):
+    """Per-category accuracy with 95% intervals (across seeds when >1, else Wilson over entries)."""
+    cats = metrics["categories"]
+    names = [c.replace("multi_turn_", "") for c in cats]
+    acc = [v["accuracy"] for v in cats.values()]
+    lo_hi = [v["ci95_seeds"] or v["ci95_wilson"] for v in cats.values()]
+    err = [[a - lh[0] for a, lh in zip(acc, lo_hi)], [lh[1] - a for a, lh in zip(acc, lo_hi)]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(names, acc, yerr=err, capsize=4, color=sns.color_palette()[0])
+    ax.axhline(metrics["overall"], ls="--", c="gray", label=f"overall {metrics['overall']:.3f}")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend()
+    _save(fig, path)
+    return fig
