@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --doctest-modules parl_mt_lib
 	PARL_MT_SMOKE=1 $(PY) -m pytest --nbval-lax notebooks/
 
 test-fast: install

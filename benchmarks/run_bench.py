@@ -27,16 +27,16 @@ def main():
     oracle = oracle_throughput()
     model, tok = load_model(str(build_toy_model()))
     toy = rollout_overhead(model, tok, load_entries("all", limit=args.toy_entries))
-    growth = prompt_growth(load_entries("base"), tok)
+    growth = prompt_growth(load_entries("base", limit=50), tok)
     by_step = growth.groupby("step")[["prompt_tokens", "conversation_tokens"]].mean().round(1)
-    res = {"oracle_800": oracle, "toy_rollout": toy, "prompt_tokens_by_step_base": by_step.head(12).to_dict(),
+    res = {"oracle_800": oracle, "toy_rollout": toy, "prompt_tokens_by_step_base50": by_step.head(12).to_dict(),
            "provenance": provenance(torch_threads=threads, wall_clock_s=round(time.time() - t0, 1))}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(args.out) / "bench.json", res)
     print("| measure | value |\n|---|---|")
     for k, v in {**{f"oracle: {k}": v for k, v in oracle.items()}, **{f"toy: {k}": v for k, v in toy.items()}}.items():
         print(f"| {k} | {v} |")
-    print("\nprompt tokens per step (base, oracle, full history, toy tokenizer):")
+    print("\nprompt tokens per step (first 50 base entries, oracle, full history, toy tokenizer):")
     print(by_step.head(12).to_string())
 
 

@@ -123,13 +123,14 @@ def load_entries(categories="all", limit: int | None = None, ids=None) -> list[E
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
     out = []
+    wanted = None if ids is None else set(ids)
     for cat in resolve_categories(categories):
         entries = list(_load_category(cat))
-        if ids is not None:
-            entries = [e for e in entries if e.id in set(ids)]
+        if wanted is not None:
+            entries = [e for e in entries if e.id in wanted]
         out.extend(entries[:limit])
-    if ids is not None:
-        missing = set(ids) - {e.id for e in out}
+    if wanted is not None:
+        missing = wanted - {e.id for e in out}
         if missing:
             raise ConfigError(f"unknown entry ids {sorted(missing)[:5]}; ids look like multi_turn_base_0")
     return out

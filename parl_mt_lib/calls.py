@@ -20,7 +20,7 @@ Example:
     >>> parse_calls("[__import__('os').system('ls')]")
     Traceback (most recent call last):
     ...
-    parl_mt_lib.calls.CallParseError: only plain function names may be called, got a Call
+    parl_mt_lib.calls.CallParseError: only plain function names may be called, not an attribute chain
 """
 from __future__ import annotations
 
@@ -124,7 +124,9 @@ def _parse_python(text: str) -> list[Call]:
         if not isinstance(node, ast.Call):
             raise CallParseError(f"list element is a {type(node).__name__}, not a call")
         if not isinstance(node.func, ast.Name):
-            raise CallParseError(f"only plain function names may be called, got a {type(node.func).__name__}")
+            kind = {"Attribute": "an attribute chain", "Call": "a call result", "Subscript": "a subscript"}
+            raise CallParseError("only plain function names may be called, not "
+                                 + kind.get(type(node.func).__name__, type(node.func).__name__))
         name = _check_name(node.func.id)
         args = tuple(_literal(a, f"argument {i} of {name}") for i, a in enumerate(node.args))
         kwargs: dict[str, Any] = {}

@@ -70,14 +70,20 @@ class FullHistoryContext:
     def __init__(self, style: str = "python", prompting: str = "plain"):
         system_prompt([], style, prompting)  # validate early
         self.style, self.prompting = style, prompting
+        self._system: dict[str, str] = {}  # entry id -> system prompt (a 40k-char JSON dump; built once)
+
+    def system_message(self, entry) -> dict:
+        if entry.id not in self._system:
+            funcs = entry.functions if self.style == "python" else None
+            self._system[entry.id] = system_prompt(funcs, self.style, self.prompting)
+        return {"role": "system", "content": self._system[entry.id]}
 
     def tools(self, episode) -> list[dict] | None:
         return as_tools(episode.entry.functions_at(episode.turn)) if self.style == "json" else None
 
     def messages(self, episode) -> list[dict]:
         entry = episode.entry
-        funcs = entry.functions if self.style == "python" else None
-        msgs = [{"role": "system", "content": system_prompt(funcs, self.style, self.prompting)}]
+        msgs = [self.system_message(entry)]
         for turn in range(episode.turn + 1):
             msgs.extend(entry.turn_messages(turn, self.style))
             for step in episode.steps_of(turn):

@@ -238,6 +238,7 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     """
     from .context import make_context
     from .policies import make_policy
+    from .rollout import run_episodes
 
     cats = resolve_categories(categories)
     if isinstance(seeds, int):
@@ -249,6 +250,10 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
         raise ConfigError(f"results_dir {out} is a file; pass a directory")
     ctx = make_context(context, style=style, prompting=prompting)
     entries = load_entries(cats, limit=limit)
+    if policy_obj is None and policy != "oracle" and not str(policy).startswith("openai:"):
+        from .models import resolve_model_path
+
+        resolve_model_path(policy)  # a missing path fails here, before anything is written
     config = {"policy": str(policy if policy_obj is None else getattr(policy_obj, "name", policy)),
               "categories": cats, "limit": limit, "seeds": list(seeds), "prompting": prompting, "style": style,
               "context": context, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
@@ -258,15 +263,17 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     atomic_write_json(out / "config.json", config)
     start = time.time()
     rows_path = out / "entries.jsonl"
+    pol = policy_obj
     for seed in seeds:
         done = {r["id"] for r in read_jsonl(rows_path) if r["seed"] == seed}
         todo = [e for e in entries if e.id not in done]
         if not todo:
             continue
-        pol = policy_obj or make_policy(policy, seed=seed, style=style, base_url=base_url,
-                                        max_new_tokens=max_new_tokens, temperature=temperature)
-        from .rollout import run_episodes
-
+        if pol is None:  # loaded once, reseeded per seed
+            pol = make_policy(policy, seed=seed, style=style, base_url=base_url,
+                              max_new_tokens=max_new_tokens, temperature=temperature)
+        if hasattr(pol, "reseed"):
+            pol.reseed(seed)
         t0 = [time.time()]
 
         def write(ep, seed=seed):
@@ -283,3 +290,38 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
                                          wall_clock_note="this invocation only (resumed work excluded)"))
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def main(argv=None) -> int:
+    """``python -m parl_mt_lib.evaluate --policy oracle --categories base --limit 5 --results-dir DIR``.
+
+    Bad input exits with status 2 and one line on stderr that says what to do.
+    """
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m parl_mt_lib.evaluate", description="Evaluate a policy on BFCL multi-turn")
+    ap.add_argument("--policy", default="oracle")
+    ap.add_argument("--categories", default="all")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--prompting", default="plain")
+    ap.add_argument("--style", default="python")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    ap.add_argument("--results-dir", required=True)
+    a = ap.parse_args(argv)
+    try:
+        m = evaluate(a.policy, a.categories, a.limit, a.seeds, a.prompting, a.results_dir, style=a.style,
+                     temperature=a.temperature, max_new_tokens=a.max_new_tokens, base_url=a.base_url)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({c: v["accuracy"] for c, v in m["categories"].items()} | {"overall": m["overall"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,7 +2,8 @@
 
 Example:
     >>> import pandas as pd, tempfile, os
-    >>> df = pd.DataFrame({"step": [0, 1, 0, 1], "prompt_tokens": [10, 20, 11, 25], "context": ["full_history"] * 4})
+    >>> df = pd.DataFrame({"entry": ["a", "a", "b", "b"], "step": [0, 1, 0, 1], "prompt_tokens": [10, 20, 11, 25],
+    ...                    "conversation_tokens": [1, 11, 2, 16], "context": ["full_history"] * 4})
     >>> _ = plot_prompt_growth(df, os.path.join(tempfile.mkdtemp(), "g.png"))
 """
 from __future__ import annotations
@@ -22,14 +23,29 @@ def _save(fig, path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_prompt_growth(df, path, y: str = "prompt_tokens"):
-    """Tokens per step (mean and 95% band over entries) as the history grows, one line per context."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    sns.lineplot(df, x="step", y=y, hue="context" if "context" in df else None, errorbar=("ci", 95), ax=ax,
-                 marker="o")
-    ax.set_xlabel("step in episode (all turns)")
-    ax.set_ylabel(y.replace("_", " "))
-    ax.set_title("Context length per step (oracle trajectories)")
+def plot_prompt_growth(df, path, min_share: float = 0.5):
+    """Two panels over the steps of an episode (mean and 95% band over entries):
+    conversation tokens (prompt minus the shared system prompt with the tool docs) and cumulative
+    prompt tokens read so far. Steps reached by fewer than ``min_share`` of the entries are cut,
+    so the curve is not an artefact of which entries survive to late steps."""
+    df = df.copy()
+    hue = "context" if "context" in df else None
+    keys = ["entry"] + ([hue] if hue else [])
+    if "entry" in df:
+        df["cumulative_prompt_tokens"] = df.groupby(keys)["prompt_tokens"].cumsum()
+        reach = df.groupby("step")["entry"].nunique() / df["entry"].nunique()
+        df = df[df["step"].isin(reach[reach >= min_share].index)]
+    else:
+        df["cumulative_prompt_tokens"] = df["prompt_tokens"].cumsum()
+    panels = [("conversation_tokens", "conversation tokens / step"),
+              ("cumulative_prompt_tokens", "prompt tokens read, cumulative")]
+    panels = [p for p in panels if p[0] in df]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels):
+        sns.lineplot(df, x="step", y=col, hue=hue, errorbar=("ci", 95), ax=ax, marker="o")
+        ax.set_xlabel("step in episode (all turns)")
+        ax.set_ylabel(label)
+    fig.suptitle(f"Context per step, oracle trajectories (steps reached by >= {min_share:.0%} of entries)")
     _save(fig, path)
     return fig
 

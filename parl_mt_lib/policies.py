@@ -86,12 +86,16 @@ class HFPolicy:
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, style: str = "python", name: str = "hf",
                  max_prompt_tokens: int | None = None, micro_batch_size: int | None = None):
-        import torch
-
         self.model, self.tok, self.style, self.name = model, tokenizer, style, name
         self.micro_batch_size = micro_batch_size or (1 if model.device.type == "cpu" else 64)
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.max_prompt_tokens = max_prompt_tokens or getattr(model.config, "max_position_embeddings", None)
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Seed sampling (only matters with ``temperature > 0``)."""
+        import torch
+
         torch.manual_seed(seed)
 
     def generate(self, requests):
@@ -151,6 +155,9 @@ class OpenAIPolicy:
         self.api_key = os.environ.get(api_key_env, "")
         self.max_concurrency, self.retries, self.backoff, self.timeout = max_concurrency, retries, backoff, timeout
         self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
+
+    def reseed(self, seed: int) -> None:
+        self.seed = seed
 
     def _post(self, payload: dict) -> dict:
         data = json.dumps(payload).encode()

@@ -43,6 +43,11 @@ def repo_path(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def smoke_mode(flag: bool = False) -> bool:
+    """A notebook's ``SMOKE`` parameter, or ``PARL_MT_SMOKE=1`` in the environment (how nbval/CI switch it on)."""
+    return bool(flag) or os.environ.get("PARL_MT_SMOKE", "0") == "1"
+
+
 def set_threads(n: int | None = None) -> int:
     """Set torch's intra-op thread count deliberately (default ``$PARL_MT_THREADS`` or 1).
 

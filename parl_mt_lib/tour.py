@@ -71,11 +71,13 @@ def prompt_growth(entries, tokenizer, context=None) -> pd.DataFrame:
     """Oracle episodes under a context builder; per step, prompt tokens and conversation tokens
     (prompt minus the shared system prompt with the tool docs)."""
     context = context or FullHistoryContext()
-    rows = []
+    rows, sys_tokens_of = [], {}
 
     def on_step(ep, step):
-        sys_tokens = len(tokenizer(render_prompt(tokenizer, context.messages(ep)[:1]),
-                                   add_special_tokens=False).input_ids)
+        if ep.entry.id not in sys_tokens_of:
+            sys_tokens_of[ep.entry.id] = len(tokenizer(render_prompt(tokenizer, context.messages(ep)[:1]),
+                                                       add_special_tokens=False).input_ids)
+        sys_tokens = sys_tokens_of[ep.entry.id]
         rows.append({"entry": ep.entry.id, "category": ep.entry.category, "context": context.name,
                      "step": len(ep.steps) - 1, "turn": step.turn, "prompt_tokens": step.prompt_tokens,
                      "conversation_tokens": step.prompt_tokens - sys_tokens})

@@ -70,3 +70,26 @@ def test_statistics():
     rows = [{"category": "c", "seed": s, "valid": v} for s, v in [(0, True), (0, False), (1, True), (1, True)]]
     m = summarize(rows, ["c"], [0, 1])
     assert m["categories"]["c"]["accuracy"] == 0.75 and m["overall_per_seed"] == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--categories", "bogus"], "unknown category"),
+    (["--policy", "./no/such/model", "--categories", "base"], "does not exist"),
+    (["--categories", "base", "--limit", "0"], "limit must be a positive integer"),
+    (["--categories", "base", "--prompting", "magic"], "unknown prompting"),
+])
+def test_cli_bad_input_one_line(tmp_path, capsys, args, needle):
+    from parl_mt_lib.evaluate import main
+
+    out = tmp_path / "run"
+    assert main(args + ["--results-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err and err.startswith("error: ")
+    assert not out.exists()  # nothing written
+
+
+def test_cli_oracle(tmp_path, capsys):
+    from parl_mt_lib.evaluate import main
+
+    assert main(["--categories", "miss_func", "--limit", "2", "--results-dir", str(tmp_path / "r")]) == 0
+    assert json.loads(capsys.readouterr().out)["overall"] == 1.0
