@@ -43,6 +43,7 @@ test-fast: install
 reproduce: install
 	@mkdir -p $(EXEC)
 	$(PM) notebooks/00_benchmark_tour.ipynb $(EXEC)/00_benchmark_tour.ipynb
+	$(PM) notebooks/01_pag_synthesis.ipynb $(EXEC)/01_pag_synthesis.ipynb
 	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_oracle.ipynb -p policy oracle -p results_dir results/05_evaluate/oracle
 	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_toy.ipynb -p policy toy -p limit 5 \
 		-y "seeds: [0, 1, 2]" -p temperature 0.7 -p max_new_tokens 32 -p results_dir results/05_evaluate/toy
@@ -56,4 +57,4 @@ notebooks-strip: install
 	$(PY) -m jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
 
 clean:
-	rm -rf results/executed results/00_tour* results/05_evaluate results/bench
+	rm -rf results/executed results/00_tour* results/01_pag* results/05_evaluate results/bench

@@ -79,22 +79,26 @@ def resolve_categories(categories) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+CLASSES = ("GorillaFileSystem", "MathAPI", "MessageAPI", "TwitterAPI", "TicketAPI", "TradingBot", "TravelAPI",
+           "VehicleControlAPI")
+
+
 @functools.lru_cache(maxsize=None)
-def param_order() -> dict[str, list[str]]:
-    """Function name -> parameter names in doc order, over all 8 multi-turn classes."""
+def class_docs(cls: str) -> tuple[dict, ...]:
+    """The function docs of one multi-turn class, as BFCL ships them (raw, without language hints)."""
     from bfcl_eval.constants.eval_config import MULTI_TURN_FUNC_DOC_PATH
     from bfcl_eval.constants.executable_backend_config import MULTI_TURN_FUNC_DOC_FILE_MAPPING
 
-    order = {}
-    for cls, fname in MULTI_TURN_FUNC_DOC_FILE_MAPPING.items():
-        path = MULTI_TURN_FUNC_DOC_PATH / fname
-        if cls.startswith(("Memory", "WebSearch")) or not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            if line.strip():
-                doc = json.loads(line)
-                order[doc["name"]] = list(doc["parameters"].get("properties", {}))
-    return order
+    if cls not in CLASSES:
+        raise ConfigError(f"unknown environment class {cls!r}; choose from {', '.join(CLASSES)}")
+    text = (MULTI_TURN_FUNC_DOC_PATH / MULTI_TURN_FUNC_DOC_FILE_MAPPING[cls]).read_text()
+    return tuple(json.loads(line) for line in text.splitlines() if line.strip())
+
+
+@functools.lru_cache(maxsize=None)
+def param_order() -> dict[str, list[str]]:
+    """Function name -> parameter names in doc order, over all 8 multi-turn classes."""
+    return {d["name"]: list(d["parameters"].get("properties", {})) for cls in CLASSES for d in class_docs(cls)}
 
 
 @functools.lru_cache(maxsize=None)

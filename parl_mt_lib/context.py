@@ -94,8 +94,10 @@ class FullHistoryContext:
 
 
 def make_context(mode: str = "full_history", **kw):
-    """Context builder by name (``full_history``; progress-aware builders register here too)."""
-    builders = {"full_history": FullHistoryContext}
+    """Context builder by name: ``full_history`` (BFCL) or ``progress`` (PARL-MT: summary + plan replace history)."""
+    from .progress import ProgressContext
+
+    builders = {"full_history": FullHistoryContext, "progress": ProgressContext}
     if mode not in builders:
         raise ConfigError(f"unknown context mode {mode!r}; choose from {sorted(builders)}")
     return builders[mode](**kw)

@@ -81,9 +81,13 @@ def clear_bfcl_cache(model_name: str) -> int:
 
 def score_trajectory(entry_id: str, turns: list[list[str]], *, model_name: str | None = None) -> Verdict:
     """Official verdict for ``turns`` = per turn, the call strings the model made (in order)."""
+    return score_entry(entry_by_id(entry_id), turns, model_name=model_name)
+
+
+def score_entry(entry, turns: list[list[str]], *, model_name: str | None = None) -> Verdict:
+    """:func:`score_trajectory` for an :class:`~parl_mt_lib.bfcl.Entry` object (BFCL or synthetic)."""
     from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
 
-    entry = entry_by_id(entry_id)
     if len(turns) != len(entry.gold):
         return Verdict(False, f"force_terminated: {len(turns)} model turns vs {len(entry.gold)} ground-truth turns",
                        "multi_turn:force_terminated")
@@ -229,18 +233,20 @@ def _check_config(path: Path, config: dict) -> None:
 def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=(0,), prompting: str = "plain",
              results_dir="results/05_evaluate", *, style: str = "python", context: str = "full_history",
              batch_size: int = 8, max_new_tokens: int = 256, temperature: float = 0.0,
-             base_url: str = "http://127.0.0.1:8000/v1", progress: bool = True, policy_obj=None) -> dict:
+             base_url: str = "http://127.0.0.1:8000/v1", progress: bool = True, policy_obj=None,
+             entries=None, exclude_ids=None) -> dict:
     """Evaluate a policy on BFCL multi-turn; resumable; returns and writes ``metrics.json``.
 
     Writes ``config.json``, ``entries.jsonl`` (one verdict per seed x entry, appended as each
     finishes) and ``metrics.json`` into ``results_dir``. A rerun with the same directory skips
-    finished (seed, entry) pairs.
+    finished (seed, entry) pairs. ``entries`` evaluates given tasks (e.g. held-out synthetic ones)
+    instead of BFCL categories; ``exclude_ids`` drops BFCL entries used for training (hold-out split).
     """
     from .context import make_context
     from .policies import make_policy
     from .rollout import run_episodes
 
-    cats = resolve_categories(categories)
+    cats = resolve_categories(categories) if entries is None else list(dict.fromkeys(e.category for e in entries))
     if isinstance(seeds, int):
         seeds = [seeds]
     if not seeds or not all(isinstance(s, int) for s in seeds):
@@ -249,13 +255,17 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     if out.exists() and not out.is_dir():
         raise ConfigError(f"results_dir {out} is a file; pass a directory")
     ctx = make_context(context, style=style, prompting=prompting)
-    entries = load_entries(cats, limit=limit)
+    if entries is None:
+        entries = load_entries(cats, limit=limit)
+    if exclude_ids:
+        excluded = set(exclude_ids)
+        entries = [e for e in entries if e.id not in excluded]
     if policy_obj is None and policy != "oracle" and not str(policy).startswith("openai:"):
         from .models import resolve_model_path
 
         resolve_model_path(policy)  # a missing path fails here, before anything is written
     config = {"policy": str(policy if policy_obj is None else getattr(policy_obj, "name", policy)),
-              "categories": cats, "limit": limit, "seeds": list(seeds), "prompting": prompting, "style": style,
+              "categories": cats, "limit": limit, "n_entries": len(entries), "excluded": len(exclude_ids or ()), "seeds": list(seeds), "prompting": prompting, "style": style,
               "context": context, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
               "temperature": temperature, "base_url": base_url if str(policy).startswith("openai:") else None}
     _check_config(out / "config.json", config)
@@ -277,7 +287,7 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
         t0 = [time.time()]
 
         def write(ep, seed=seed):
-            v = score_trajectory(ep.entry.id, ep.calls_per_turn())
+            v = score_entry(ep.entry, ep.calls_per_turn())
             append_jsonl(rows_path, _episode_row(ep, seed, v, time.time() - t0[0]))
             t0[0] = time.time()
 
@@ -285,6 +295,8 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     wanted = {(s, e.id) for s in seeds for e in entries}
     rows = {(r["seed"], r["id"]): r for r in read_jsonl(rows_path) if (r["seed"], r["id"]) in wanted}
     metrics = summarize(list(rows.values()), cats, list(seeds))
+    if len(rows) != len(wanted):
+        raise RuntimeError(f"{len(wanted) - len(rows)} (seed, entry) results missing from {rows_path}")
     metrics.update(seeds=list(seeds), config=config,
                    provenance=provenance(seeds=list(seeds), wall_clock_s=round(time.time() - start, 2),
                                          wall_clock_note="this invocation only (resumed work excluded)"))

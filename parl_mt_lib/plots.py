@@ -66,3 +66,13 @@ def plot_accuracy(metrics: dict, path, title: str = "BFCL multi-turn accuracy"):
     ax.legend()
     _save(fig, path)
     return fig
+
+
+def plot_context_comparison(df, path):
+    """Conversation tokens per step, progress context vs full history, one panel per task set."""
+    g = sns.relplot(df, x="step", y="conversation_tokens", hue="context", col="tasks", kind="line",
+                    errorbar=("ci", 95), marker="o", height=3.6, aspect=1.2, facet_kws={"sharey": False})
+    g.set_axis_labels("step in episode (all turns)", "conversation tokens / step")
+    g.figure.suptitle("Context per step on gold trajectories (system prompt with tool docs excluded)", y=1.03)
+    _save(g.figure, path)
+    return g.figure
