@@ -162,3 +162,12 @@ def test_http_teacher_stub_cache_and_down(tmp_path, teacher_server, monkeypatch)
     with pytest.raises(PolicyError, match="failed after"):
         build_pag(down, tmp_path / "pag_down", progress=False)
     assert not (tmp_path / "pag_down").exists()
+
+
+def test_bfcl_holdout_source(tmp_path):
+    card = build_pag(PAGConfig(source="bfcl_holdout", n_holdout=8, verify_limit=0, seed=2), tmp_path / "h",
+                     progress=False)
+    split = json.loads((tmp_path / "h" / "split.json").read_text())
+    tasks = [json.loads(l)["id"] for l in (tmp_path / "h" / "tasks.jsonl").read_text().splitlines()]
+    assert card["source"] == "bfcl_holdout" and sorted(tasks) == sorted(split["train_ids"])
+    assert not set(tasks) & set(split["eval_ids"]) and card["gold_pass_rate"] < 1.0 or "multi_turn_base_154" not in tasks
