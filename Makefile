@@ -40,15 +40,33 @@ test: install
 test-fast: install
 	$(PY) -m pytest tests -m "not slow"
 
+TOY_CURRICULUM := -p results_dir results/01_pag_toy -p n_tasks 500 -y "classes: [GorillaFileSystem, TicketAPI]" \
+	-y "turns: [1, 3]" -y "calls_per_turn: [1, 1]" -p p_miss_param 0.0 -p p_miss_func 0.0 -p schema_augment False \
+	-p verify_limit 16 -p context_bfcl_entries 20
+SFT_PAG := results/02_sft/progress/seed0/final
+SFT_PLAIN := results/02_sft/plain/seed0/final
+TOY_EVAL := -p tool_docs minimal -p max_new_tokens 96
+
 reproduce: install
 	@mkdir -p $(EXEC)
 	$(PM) notebooks/00_benchmark_tour.ipynb $(EXEC)/00_benchmark_tour.ipynb
 	$(PM) notebooks/01_pag_synthesis.ipynb $(EXEC)/01_pag_synthesis.ipynb
+	$(PM) notebooks/01_pag_synthesis.ipynb $(EXEC)/01_pag_synthesis_toy.ipynb $(TOY_CURRICULUM)
+	$(PM) notebooks/02_sft.ipynb $(EXEC)/02_sft.ipynb
 	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_oracle.ipynb -p policy oracle -p results_dir results/05_evaluate/oracle
 	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_toy.ipynb -p policy toy -p limit 5 \
-		-y "seeds: [0, 1, 2]" -p temperature 0.7 -p max_new_tokens 32 -p results_dir results/05_evaluate/toy
-	$(PY) benchmarks/run_bench.py --out results/bench
-	@echo "done: see results/ (executed notebooks in $(EXEC))"
+		-y "seeds: [0, 1, 2]" -p temperature 0.7 -p max_new_tokens 16 -p results_dir results/05_evaluate/toy
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_base_synthetic.ipynb -p policy toy -p tasks results/01_pag_toy \
+		-p context progress $(TOY_EVAL) -p results_dir results/05_evaluate/base_synthetic
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_sft_plain_synthetic.ipynb -p policy $(SFT_PLAIN) \
+		-p tasks results/01_pag_toy $(TOY_EVAL) -p results_dir results/05_evaluate/sft_plain_synthetic
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_sft_pag_synthetic.ipynb -p policy $(SFT_PAG) \
+		-p tasks results/01_pag_toy -p context progress $(TOY_EVAL) -p results_dir results/05_evaluate/sft_pag_synthetic
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_sft_pag_bfcl.ipynb -p policy $(SFT_PAG) -p limit 5 \
+		-p context progress $(TOY_EVAL) -p results_dir results/05_evaluate/sft_pag_bfcl
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_sft_plain_bfcl.ipynb -p policy $(SFT_PLAIN) -p limit 5 \
+		$(TOY_EVAL) -p results_dir results/05_evaluate/sft_plain_bfcl
+	@echo "done: see results/ (executed notebooks in $(EXEC)); throughput benchmarks: make bench"
 
 bench: install
 	$(PY) benchmarks/run_bench.py --out results/bench
@@ -57,4 +75,4 @@ notebooks-strip: install
 	$(PY) -m jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
 
 clean:
-	rm -rf results/executed results/00_tour* results/01_pag* results/05_evaluate results/bench
+	rm -rf results/executed results/00_tour* results/01_pag* results/02_sft* results/05_evaluate results/bench

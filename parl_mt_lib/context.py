@@ -22,6 +22,10 @@ from .runtime import ConfigError
 
 PROMPTINGS = ("plain", "cot")
 STYLES = ("python", "json")
+# full: BFCL's JSON docs; names: one line per function; none: no docs; minimal: no docs and only BFCL's
+# output-format sentence (the toy curriculum: on 2 CPU cores every prompt token costs training time)
+TOOL_DOCS = ("full", "names", "none", "minimal")
+MINIMAL_PROMPT = "You are an expert in composing functions. Answer with function calls in the format [func(param=value)]."
 COT_INSTRUCTION = (
     "Before your function calls, think step by step about what the user asked, what has been done and "
     "what remains, inside <think>...</think>. Then output the function calls in the required format "
@@ -29,11 +33,23 @@ COT_INSTRUCTION = (
 )
 
 
-def system_prompt(functions: list[dict] | None, style: str = "python", prompting: str = "plain") -> str:
+def _doc_lines(functions: list[dict]) -> str:
+    lines = []
+    for f in functions:
+        params = ", ".join(f.get("parameters", {}).get("properties", {}))
+        desc = f.get("description", "").split("Tool description:")[-1].split(". ")[0].strip().rstrip(".")
+        lines.append(f"- {f['name']}({params}): {desc}")
+    return "\n".join(lines)
+
+
+def system_prompt(functions: list[dict] | None, style: str = "python", prompting: str = "plain",
+                  tool_docs: str = "full") -> str:
     """BFCL's default prompting system prompt (classic style, plaintext, JSON docs).
 
     ``style="json"`` drops the docs and the Python output format: the tools then go through the chat
     template's ``tools=`` argument and calls are ``<tool_call>`` JSON (Qwen2.5 / Hermes format).
+    ``tool_docs="names"`` lists one line per function instead of the JSON docs; ``"none"`` lists none;
+    ``"minimal"`` is one sentence (the toy curriculum: a 2-core CPU cannot train on ~9k-token prompts).
     """
     from bfcl_eval.constants.default_prompts import (OUTPUT_FORMAT_MAPPING, PROMPT_STYLE_TEMPLATES,
                                                      PROMPT_TEMPLATE_MAPPING)
@@ -42,10 +58,19 @@ def system_prompt(functions: list[dict] | None, style: str = "python", prompting
         raise ConfigError(f"unknown call style {style!r}; choose from {STYLES}")
     if prompting not in PROMPTINGS:
         raise ConfigError(f"unknown prompting {prompting!r}; choose from {PROMPTINGS}")
+    if tool_docs not in TOOL_DOCS:
+        raise ConfigError(f"unknown tool_docs {tool_docs!r}; choose from {TOOL_DOCS}")
     t = PROMPT_STYLE_TEMPLATES["classic"]
+    if tool_docs == "minimal":
+        return MINIMAL_PROMPT + ("\n" + COT_INSTRUCTION if prompting == "cot" else "")
     if style == "python":
         fmt = t["tool_call_no_tag"].format(output_format=OUTPUT_FORMAT_MAPPING["python"], param_types="")
-        tools = t["available_tools"].format(format="json", functions=json.dumps(functions, indent=4))
+        if tool_docs == "full":
+            tools = t["available_tools"].format(format="json", functions=json.dumps(functions, indent=4))
+        elif tool_docs == "names":
+            tools = "Functions you can invoke:\n" + _doc_lines(functions or []) + "\n"
+        else:
+            tools = ""
         text = PROMPT_TEMPLATE_MAPPING["plaintext"].format(persona=t["persona"], task=t["task"],
                                                           tool_call_format=fmt,
                                                           multiturn_behavior=t["multiturn_behavior"],
@@ -67,19 +92,22 @@ class FullHistoryContext:
 
     name = "full_history"
 
-    def __init__(self, style: str = "python", prompting: str = "plain"):
-        system_prompt([], style, prompting)  # validate early
-        self.style, self.prompting = style, prompting
-        self._system: dict[str, str] = {}  # entry id -> system prompt (a 40k-char JSON dump; built once)
+    def __init__(self, style: str = "python", prompting: str = "plain", tool_docs: str = "full"):
+        system_prompt([], style, prompting, tool_docs)  # validate early
+        self.style, self.prompting, self.tool_docs = style, prompting, tool_docs
+        self._system: dict[tuple, str] = {}  # (entry id, doc names) -> system prompt (a 40k-char JSON dump)
 
     def system_message(self, entry) -> dict:
-        if entry.id not in self._system:
+        key = (entry.id, tuple(f["name"] for f in entry.functions))
+        if key not in self._system:
             funcs = entry.functions if self.style == "python" else None
-            self._system[entry.id] = system_prompt(funcs, self.style, self.prompting)
-        return {"role": "system", "content": self._system[entry.id]}
+            self._system[key] = system_prompt(funcs, self.style, self.prompting, self.tool_docs)
+        return {"role": "system", "content": self._system[key]}
 
     def tools(self, episode) -> list[dict] | None:
-        return as_tools(episode.entry.functions_at(episode.turn)) if self.style == "json" else None
+        if self.style != "json" or self.tool_docs == "none":
+            return None
+        return as_tools(episode.entry.functions_at(episode.turn))
 
     def messages(self, episode) -> list[dict]:
         entry = episode.entry

@@ -223,7 +223,7 @@ def _check_config(path: Path, config: dict) -> None:
 
     if path.exists():
         old = json.loads(path.read_text())
-        keys = ("policy", "prompting", "style", "temperature", "max_new_tokens", "context")
+        keys = ("policy", "prompting", "style", "temperature", "max_new_tokens", "context", "tool_docs")
         diff = {k: (old.get(k), config.get(k)) for k in keys if old.get(k) != config.get(k)}
         if diff:
             raise ConfigError(f"{path.parent} already holds a run with a different config {diff}; "
@@ -234,7 +234,7 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
              results_dir="results/05_evaluate", *, style: str = "python", context: str = "full_history",
              batch_size: int = 8, max_new_tokens: int = 256, temperature: float = 0.0,
              base_url: str = "http://127.0.0.1:8000/v1", progress: bool = True, policy_obj=None,
-             entries=None, exclude_ids=None) -> dict:
+             entries=None, exclude_ids=None, tool_docs: str = "full") -> dict:
     """Evaluate a policy on BFCL multi-turn; resumable; returns and writes ``metrics.json``.
 
     Writes ``config.json``, ``entries.jsonl`` (one verdict per seed x entry, appended as each
@@ -254,7 +254,7 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     out = Path(results_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"results_dir {out} is a file; pass a directory")
-    ctx = make_context(context, style=style, prompting=prompting)
+    ctx = make_context(context, style=style, prompting=prompting, tool_docs=tool_docs)
     if entries is None:
         entries = load_entries(cats, limit=limit)
     if exclude_ids:
@@ -266,7 +266,7 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
         resolve_model_path(policy)  # a missing path fails here, before anything is written
     config = {"policy": str(policy if policy_obj is None else getattr(policy_obj, "name", policy)),
               "categories": cats, "limit": limit, "n_entries": len(entries), "excluded": len(exclude_ids or ()), "seeds": list(seeds), "prompting": prompting, "style": style,
-              "context": context, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+              "context": context, "tool_docs": tool_docs, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
               "temperature": temperature, "base_url": base_url if str(policy).startswith("openai:") else None}
     _check_config(out / "config.json", config)
     out.mkdir(parents=True, exist_ok=True)

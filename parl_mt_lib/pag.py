@@ -199,22 +199,23 @@ def executes_same(ex: dict, task) -> bool:
 
 # ------------------------------------------------------------------ SFT views
 
-def build_messages(ex: dict, task, view: str) -> list[dict]:
+def build_messages(ex: dict, task, view: str, tool_docs: str = "full") -> list[dict]:
     """The full prompt of an example: system prompt rebuilt from the task's docs in ``tool_names`` order."""
     from .bfcl import Entry
 
     docs = {d["name"]: d for d in task.functions}
     shown = Entry(id=task.id, category=task.category, turns=task.turns, initial_config=task.initial_config,
                   involved_classes=task.involved_classes, functions=[docs[n] for n in ex["tool_names"] if n in docs])
-    ctx = (ProgressContext if view == "progress" else FullHistoryContext)(style=ex.get("style", "python"))
+    ctx = (ProgressContext if view == "progress" else FullHistoryContext)(style=ex.get("style", "python"),
+                                                                         tool_docs=tool_docs)
     key = "progress_messages" if view == "progress" else "plain_messages"
     return [ctx.system_message(shown)] + copy.deepcopy(ex[key])
 
 
-def sft_rows(examples: list[dict], tasks: dict, view: str) -> list[dict]:
+def sft_rows(examples: list[dict], tasks: dict, view: str, tool_docs: str = "full") -> list[dict]:
     """TRL prompt/completion rows (completion-only loss): ``progress`` or ``plain`` view."""
     key = "completion_progress" if view == "progress" else "completion_plain"
-    return [{"prompt": build_messages(ex, tasks[ex["task_id"]], view),
+    return [{"prompt": build_messages(ex, tasks[ex["task_id"]], view, tool_docs),
              "completion": [{"role": "assistant", "content": ex[key]}]} for ex in examples]
 
 

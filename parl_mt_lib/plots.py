@@ -76,3 +76,40 @@ def plot_context_comparison(df, path):
     g.figure.suptitle("Context per step on gold trajectories (system prompt with tool docs excluded)", y=1.03)
     _save(g.figure, path)
     return g.figure
+
+
+def plot_loss_curves(df, path):
+    """Training loss per step, one line per variant (band over seeds)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if len(df):
+        sns.lineplot(df, x="step", y="loss", hue="variant", errorbar=("ci", 95), ax=ax)
+    ax.set_yscale("log")
+    ax.set_title("SFT training loss (completion tokens only)")
+    _save(fig, path)
+    return fig
+
+
+def plot_sft_comparison(summary: dict, path):
+    """Held-out metrics per model (untrained vs SFT, per view), mean over seeds with 95% intervals."""
+    rows = []
+    for model, ms in summary.items():
+        for metric, v in ms.items():
+            lo_hi = v["ci95_seeds"] or [v["mean"], v["mean"]]
+            rows.append({"model": model, "metric": metric, "mean": v["mean"], "lo": lo_hi[0], "hi": lo_hi[1]})
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    metrics = list(dict.fromkeys(df["metric"]))
+    models = list(dict.fromkeys(df["model"]))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    width = 0.8 / max(len(models), 1)
+    for i, m in enumerate(models):
+        d = df[df["model"] == m].set_index("metric").reindex(metrics)
+        xs = [j + i * width for j in range(len(metrics))]
+        ax.bar(xs, d["mean"], width, label=m, yerr=[d["mean"] - d["lo"], d["hi"] - d["mean"]], capsize=3)
+    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(metrics))], metrics)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title("Held-out synthetic tasks")
+    _save(fig, path)
+    return fig

@@ -41,6 +41,8 @@ PROGRESS_INSTRUCTION = (
     "then output the function calls (or nothing, if the request is complete or cannot be done)."
 )
 
+PROGRESS_INSTRUCTION_SHORT = "First write <summary>...</summary> and <plan>...</plan>, then the calls."
+
 
 def format_progress(summary: str, plan: str, call_text: str = "") -> str:
     return f"<summary>{summary}</summary><plan>{plan}</plan>{call_text}"
@@ -147,7 +149,8 @@ class ProgressContext(FullHistoryContext):
 
     def system_message(self, entry) -> dict:
         msg = super().system_message(entry)
-        return {"role": "system", "content": msg["content"] + "\n\n" + PROGRESS_INSTRUCTION}
+        extra = PROGRESS_INSTRUCTION_SHORT if self.tool_docs == "minimal" else PROGRESS_INSTRUCTION
+        return {"role": "system", "content": msg["content"] + "\n\n" + extra}
 
     def messages(self, episode) -> list[dict]:
         entry, turn = episode.entry, episode.turn

@@ -1,0 +1,151 @@
+"""SFT with TRL: loss masks through TRL's own preprocessing, resume after a kill, checkpoints in 05, bad recipes."""
+import pytest
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from parl_mt_lib.bfcl import entry_by_id
+from parl_mt_lib.pag import sft_rows, step_examples
+from parl_mt_lib.pag_build import PAGConfig, build_pag, load_pag
+from parl_mt_lib.runtime import ConfigError
+from parl_mt_lib.sft import load_recipe, train_sft
+
+pytestmark = pytest.mark.model
+RECIPE = "recipes/toy/sft.yaml"
+
+
+@pytest.fixture(scope="module")
+def pag_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pag") / "pag"
+    build_pag(PAGConfig(n_tasks=16, seed=0, verify_limit=0,
+                        synth={"classes": ("GorillaFileSystem", "TicketAPI"), "calls_per_turn": (1, 1)}),
+              out, progress=False)
+    return out
+
+
+def _recipe(pag_dir, **kw):
+    return load_recipe(RECIPE, {"data": str(pag_dir), "max_steps": 6, "save_steps": 3, "logging_steps": 1,
+                                "per_device_train_batch_size": 2, **kw})
+
+
+def _spans(ids, labels):
+    spans, cur = [], []
+    for i, lab in zip(ids, labels):
+        if lab != -100:
+            cur.append(i)
+        elif cur:
+            spans.append(cur)
+            cur = []
+    return spans + ([cur] if cur else [])
+
+
+def _multi_turn_example(view):
+    e = entry_by_id("multi_turn_base_0")
+    ex = [x for x in step_examples(e) if x["turn"] >= 2][-1]
+    (row,) = sft_rows([ex], {e.id: e}, view, tool_docs="minimal")
+    assert sum(m["role"] == "user" for m in row["prompt"]) >= (3 if view == "plain" else 1)
+    return row
+
+
+@pytest.fixture(params=["toy", "qwen2.5"])
+def template(request, toy):
+    """The toy's template, or the plain Qwen2.5 template string patched by TRL to its training variant."""
+    from pathlib import Path
+
+    import trl
+    from trl.chat_template_utils import get_training_chat_template
+
+    tok = toy[1]
+    saved = tok.chat_template
+    if request.param == "qwen2.5":
+        tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja").read_text()
+        tok.chat_template = get_training_chat_template(tok)
+    yield tok.chat_template
+    tok.chat_template = saved
+
+
+def _prepared(toy, tmp_path, rows, **args):
+    """The first row as TRL's SFTTrainer tokenises and labels it (its own preprocessing, nothing re-implemented)."""
+    from trl import SFTConfig, SFTTrainer
+
+    model, tok = toy
+    cfg = SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, max_length=4096, max_steps=1, **args)
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    return trainer.train_dataset[0], tok
+
+
+@pytest.mark.parametrize("view", ["plain", "progress"])
+def test_loss_only_on_completion(toy, tmp_path, template, view):
+    """Prompt/completion rows (what we train on): loss exactly on the final assistant message."""
+    row = _multi_turn_example(view)
+    ex, tok = _prepared(toy, tmp_path, [row])
+    (span,) = _spans(ex["input_ids"], ex["labels"])
+    assert tok.decode(span) == row["completion"][0]["content"] + "<|im_end|>\n"
+
+
+def test_loss_on_every_assistant_span_of_a_conversation(toy, tmp_path, template):
+    """Whole-conversation rows with assistant_only_loss: loss lands exactly on every assistant span (>= 3 turns)."""
+    row = _multi_turn_example("plain")
+    messages = row["prompt"] + row["completion"]
+    assistants = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert len(assistants) >= 3
+    ex, tok = _prepared(toy, tmp_path, [{"messages": messages}], assistant_only_loss=True)
+    spans = _spans(ex["input_ids"], ex["labels"])
+    assert [tok.decode(s) for s in spans] == ["\n" + a + "<|im_end|>\n" for a in assistants]
+
+
+class Kill(TrainerCallback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_resume_after_kill_matches_uninterrupted(pag_dir, tmp_path):
+    recipe = _recipe(pag_dir)
+    ref = train_sft(recipe, tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(recipe, tmp_path / "run", callbacks=[Kill(4)])
+    assert (tmp_path / "run" / "checkpoint-3").exists() and not (tmp_path / "run" / "final").exists()
+    again = train_sft(recipe, tmp_path / "run")
+    assert again["global_step"] == ref["global_step"] == 6
+    last = lambda r: [h["loss"] for h in r["log_history"] if "loss" in h][-1]  # noqa: E731
+    assert last(again) == pytest.approx(last(ref), rel=1e-4)
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(ref["final_dir"]).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(again["final_dir"]).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+    # the checkpoint loads as a policy in 05's evaluate, on held-out synthetic tasks
+    from parl_mt_lib.evaluate import evaluate
+
+    splits, tasks = load_pag(pag_dir)
+    held = [tasks[i] for i in sorted({e["task_id"] for e in splits["validation"]})][:2]
+    m = evaluate(again["final_dir"], entries=held, context="progress", tool_docs="minimal", max_new_tokens=16,
+                 results_dir=tmp_path / "eval", progress=False)
+    assert m["categories"]["synthetic"]["total"] == len(held)
+
+
+def test_lora_variant_saves_loadable_adapter(pag_dir, tmp_path):
+    from parl_mt_lib.models import load_model
+
+    run = train_sft(_recipe(pag_dir, full_finetune=False, lora=True, max_steps=2), tmp_path / "lora")
+    model, tok = load_model(run["final_dir"])
+    assert (tmp_path / "lora" / "final" / "adapter_config.json").exists() and tok.eos_token == "<|im_end|>"
+
+
+def test_bad_recipe_stops_before_training(pag_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown recipe key"):
+        load_recipe(RECIPE, {"learning_rat": 1e-3})
+    with pytest.raises(ConfigError, match="not found"):
+        load_recipe("recipes/none/sft.yaml")
+    with pytest.raises(ConfigError, match="dataset .* not found"):
+        train_sft(_recipe(tmp_path / "no_pag"), tmp_path / "a")
+    with pytest.raises(ConfigError, match="does not exist"):
+        train_sft(_recipe(pag_dir, model="./no/such/model"), tmp_path / "b")
+    with pytest.raises(ConfigError, match="view must be"):
+        _recipe(pag_dir, view="sideways")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
