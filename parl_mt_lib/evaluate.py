@@ -21,7 +21,7 @@ import inspect
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .bfcl import entry_by_id, load_entries, resolve_categories
@@ -109,13 +109,17 @@ def score_entry(entry, turns: list[list[str]], *, model_name: str | None = None)
     return Verdict(False, res.get("error_message", ""), res.get("error_type"))
 
 
-def official_verdict(entry_id: str, turns: list[list[str]]) -> bool:
+def _as_entry(entry):
+    return entry_by_id(entry) if isinstance(entry, str) else entry
+
+
+def official_verdict(entry, turns: list[list[str]]) -> bool:
     """BFCL's own runner logic (turn-count check, empty steps dropped, ``multi_turn_checker``) on the
     call strings exactly as given. The checker ``eval``s them: call only on trusted strings
     (gold data, or calls that :func:`is_safe_for_official` accepts)."""
     from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
 
-    e = entry_by_id(entry_id)
+    e = _as_entry(entry)
     if len(turns) != len(e.gold):
         return False
     name = f"official_{uuid.uuid4().hex[:10]}"
@@ -126,9 +130,9 @@ def official_verdict(entry_id: str, turns: list[list[str]]) -> bool:
         clear_bfcl_cache(name)
 
 
-def is_safe_for_official(entry_id: str, turns: list[list[str]]) -> bool:
+def is_safe_for_official(entry, turns: list[list[str]]) -> bool:
     """True when every call is canonical (re-renders to itself) and names a public method of the entry's classes."""
-    allowed = _public_methods(entry_by_id(entry_id).involved_classes)
+    allowed = _public_methods(_as_entry(entry).involved_classes)
     for t in turns:
         for text in t:
             try:
@@ -140,16 +144,20 @@ def is_safe_for_official(entry_id: str, turns: list[list[str]]) -> bool:
     return True
 
 
-def agreement_with_official(rows: list[dict]) -> dict:
-    """Re-score recorded trajectories with BFCL's own runner and compare with our verdicts."""
+def agreement_with_official(rows: list[dict], entries=None) -> dict:
+    """Re-score recorded trajectories with BFCL's own runner and compare with our verdicts.
+
+    ``entries`` maps ids to :class:`~parl_mt_lib.bfcl.Entry` objects for non-BFCL tasks (synthetic)."""
+    by_id = {e.id: e for e in entries or []}
     checked = agree = skipped = 0
     disagreements = []
     for r in rows:
-        if not is_safe_for_official(r["id"], r["turns"]):
+        entry = by_id.get(r["id"], r["id"])
+        if not is_safe_for_official(entry, r["turns"]):
             skipped += 1
             continue
         checked += 1
-        if official_verdict(r["id"], r["turns"]) == r["valid"]:
+        if official_verdict(entry, r["turns"]) == r["valid"]:
             agree += 1
         else:
             disagreements.append((r["seed"], r["id"]))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .runtime import ConfigError
+from .runtime import REPO_ROOT, ConfigError
 
 
 def resolve_model_path(spec: str) -> str:
@@ -32,6 +32,8 @@ def resolve_model_path(spec: str) -> str:
 
         return str(build_toy_model())
     path = Path(spec).expanduser()
+    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path  # relative paths also resolve from the repo root (notebooks run in notebooks/)
     if path.exists():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise ConfigError(f"{spec!r} has no config.json or adapter_config.json; point to a directory "

@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 import statistics
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -24,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .runtime import ConfigError, atomic_write_json, provenance
+from .runtime import ConfigError, atomic_dir, atomic_write_json, provenance
 from .synth import SynthConfig, entry_from_dict, entry_to_dict, synthesize
 
 SOURCES = ("synthetic", "bfcl_holdout")
@@ -85,7 +83,7 @@ def _tasks(cfg: PAGConfig, teacher):
     return tasks, rep, split
 
 
-def _token_stats(examples, tasks, tokenizer) -> dict:
+def _token_stats(examples, tokenizer) -> dict:
     from .pag import conversation_tokens
 
     if not examples:
@@ -196,9 +194,7 @@ def build_pag(cfg: PAGConfig = PAGConfig(), out_dir="results/01_pag", *, progres
     train += extra
 
     # ---- write (temporary directory first; moved into place at the end)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         lines = {}
         for name, rows in (("train", train), ("validation", val)):
             lines[name] = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
@@ -222,17 +218,12 @@ def build_pag(cfg: PAGConfig = PAGConfig(), out_dir="results/01_pag", *, progres
             "kept": len(kept), "dropped": len(examples) - len(kept), "filters": filters,
             "augmentation": aug_counts, "gold_pass_rate": gold_ok / len(tasks),
             "overlap_with_eval": overlap["n_overlapping"], "overlap_report": overlap,
-            "token_stats": _token_stats(examples, by_id, tokenizer), "teacher": getattr(teacher, "name", cfg.teacher),
+            "token_stats": _token_stats(examples, tokenizer), "teacher": getattr(teacher, "name", cfg.teacher),
             "teacher_fallbacks": getattr(teacher, "fallbacks", 0), "fingerprint": fingerprint,
             "seeds": [cfg.seed], "config": asdict(cfg),
             "provenance": provenance(seeds=[cfg.seed], wall_clock_s=round(time.time() - t0, 2)),
         }
         atomic_write_json(tmp / "card.json", card)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return card
 
 

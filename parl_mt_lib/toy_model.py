@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .runtime import cache_dir
+from .runtime import atomic_dir, cache_dir
 
 BUILDER_VERSION = 1
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -113,15 +111,9 @@ def build_toy_model(cfg: ToyConfig = ToyConfig(), extra_texts=(), out_dir=None, 
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                                do_sample=False)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "toy_config.json").write_text(json.dumps({"builder_version": BUILDER_VERSION, **asdict(cfg),
                                                          "n_texts": len(texts)}, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path

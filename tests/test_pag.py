@@ -173,3 +173,14 @@ def test_bfcl_holdout_source(tmp_path):
     assert not set(tasks) & set(split["eval_ids"]) and card["overlap_with_eval"] == 0
     if "multi_turn_base_154" not in tasks:  # the one BFCL entry whose gold cannot pass (data bug of the pin)
         assert card["gold_pass_rate"] == 1.0
+
+
+def test_synthetic_evaluation_and_official_agreement(tmp_path, tasks):
+    from parl_mt_lib.evaluate import agreement_with_official, evaluate
+    from parl_mt_lib.policies import OraclePolicy
+    from parl_mt_lib.runtime import read_jsonl
+
+    m = evaluate("oracle", entries=tasks[:6], results_dir=tmp_path / "s", progress=False, policy_obj=OraclePolicy())
+    assert m["categories"]["synthetic"] == {**m["categories"]["synthetic"], "correct": 6, "total": 6}
+    agree = agreement_with_official(read_jsonl(tmp_path / "s" / "entries.jsonl"), tasks)
+    assert agree["checked"] == agree["agree"] == 6
