@@ -178,14 +178,14 @@ def wilson(correct: int, total: int, z: float = 1.96) -> list[float]:
 
 
 def seed_interval(values: list[float]) -> list[float] | None:
-    """95% t-interval of a mean over seeds (``None`` with one seed)."""
+    """95% t-interval of a mean rate over seeds, clipped to [0, 1] (``None`` with one seed)."""
     n = len(values)
     if n < 2:
         return None
     m = sum(values) / n
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
     h = T95.get(n - 1, 1.96) * sd / math.sqrt(n)
-    return [m - h, m + h]
+    return [max(0.0, m - h), min(1.0, m + h)]  # rates: clipped to [0, 1]
 
 
 def summarize(rows: list[dict], categories: list[str], seeds: list[int]) -> dict:
