@@ -33,6 +33,15 @@ class PolicyError(RuntimeError):
     """The policy could not produce an answer at all (endpoint down after retries, ...)."""
 
 
+def gold_step(ep, calls_per_step: int = 1):
+    """(calls for the episode's next step, the turn's calls not yet made): gold calls of the current turn,
+    ``calls_per_step`` at a time, packed tighter when the turn has more calls than BFCL's step limit."""
+    gold = ep.entry.gold_calls[ep.turn] if ep.turn < len(ep.entry.gold_calls) else []
+    per = max(calls_per_step, -(-len(gold) // MAX_STEPS))
+    k = len(ep.steps_of(ep.turn)) * per
+    return gold[k:k + per], gold[k:]
+
+
 class OraclePolicy:
     """Gold calls of the current turn, ``calls_per_step`` at a time; an empty message ends the turn.
 
@@ -50,11 +59,7 @@ class OraclePolicy:
     def generate(self, requests: list[StepRequest]) -> list[Generation]:
         out = []
         for req in requests:
-            ep = req.episode
-            gold = ep.entry.gold_calls[ep.turn] if ep.turn < len(ep.entry.gold_calls) else []
-            per = max(self.calls_per_step, -(-len(gold) // MAX_STEPS))
-            k = len(ep.steps_of(ep.turn)) * per
-            chunk = gold[k:k + per]
+            chunk, _ = gold_step(req.episode, self.calls_per_step)
             text = render_calls(chunk, self.style) if chunk else ""
             n = None
             if self.tokenizer is not None:

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from .calls import Call, CallParseError, parse_calls, render_calls, strip_preamble
 from .context import FullHistoryContext
-from .rollout import MAX_STEPS, Generation
+from .policies import gold_step
+from .rollout import Generation
 
 PROGRESS_INSTRUCTION = (
     "Before each action, write a short summary of what has been asked and done so far inside "
@@ -185,10 +186,7 @@ class TeacherPolicy:
         out = []
         for req in requests:
             ep = req.episode
-            gold = ep.entry.gold_calls[ep.turn] if ep.turn < len(ep.entry.gold_calls) else []
-            per = max(1, -(-len(gold) // MAX_STEPS))
-            k = len(ep.steps_of(ep.turn)) * per
-            chunk, remaining = gold[k:k + per], gold[k:]
+            chunk, remaining = gold_step(ep)
             call_text = render_calls(chunk, self.style) if chunk else ""
             if self.with_progress:
                 summary, plan = self.teacher.progress(ep, remaining)

@@ -176,10 +176,6 @@ def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, callbacks=None
             "global_step": trainer.state.global_step}
 
 
-def read_json(path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 def run_sft_grid(recipe_path, variants=("plain", "progress"), seeds=(0, 1, 2), out_dir="results/02_sft",
                  overrides: dict | None = None, eval_limit: int | None = 150, task_limit: int | None = 40,
                  progress: bool = True) -> dict:
