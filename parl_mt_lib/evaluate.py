@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import math
 import time
@@ -44,7 +45,9 @@ def _mtu():
     return multi_turn_utils
 
 
-def _public_methods(classes: list[str]) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def _public_methods(classes: tuple[str, ...]) -> frozenset[str]:
+    """Public method names of the classes (looked up once per class set: scoring calls this per entry)."""
     import importlib
 
     from bfcl_eval.constants.executable_backend_config import CLASS_FILE_PATH_MAPPING
@@ -53,7 +56,7 @@ def _public_methods(classes: list[str]) -> set[str]:
     for cls in classes:
         klass = getattr(importlib.import_module(CLASS_FILE_PATH_MAPPING[cls]), cls)
         names |= {n for n, _ in inspect.getmembers(klass, predicate=inspect.isfunction) if not n.startswith("_")}
-    return names
+    return frozenset(names)
 
 
 def sanitize_turn(calls: list[str], allowed: set[str]) -> list[str]:
@@ -91,7 +94,7 @@ def score_entry(entry, turns: list[list[str]], *, model_name: str | None = None)
     if len(turns) != len(entry.gold):
         return Verdict(False, f"force_terminated: {len(turns)} model turns vs {len(entry.gold)} ground-truth turns",
                        "multi_turn:force_terminated")
-    allowed = _public_methods(entry.involved_classes)
+    allowed = _public_methods(tuple(entry.involved_classes))
     decoded = []
     for t in turns:
         calls = sanitize_turn(t, allowed)
@@ -132,7 +135,7 @@ def official_verdict(entry, turns: list[list[str]]) -> bool:
 
 def is_safe_for_official(entry, turns: list[list[str]]) -> bool:
     """True when every call is canonical (re-renders to itself) and names a public method of the entry's classes."""
-    allowed = _public_methods(_as_entry(entry).involved_classes)
+    allowed = _public_methods(tuple(_as_entry(entry).involved_classes))
     for t in turns:
         for text in t:
             try:

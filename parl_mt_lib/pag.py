@@ -23,6 +23,7 @@ from .calls import CallParseError, parse_calls, strip_preamble
 from .context import FullHistoryContext
 from .env import Environment
 from .progress import ProgressContext, TeacherPolicy, TemplateTeacher
+from .rollout import run_episodes
 
 
 def _without_system(msgs: list[dict]) -> list[dict]:
@@ -33,10 +34,11 @@ def step_examples(task, teacher=None, style: str = "python") -> list[dict]:
     """One example per gold step (calls and turn-ending steps) of ``task``."""
     teacher = teacher or TemplateTeacher()
     prog_ctx, plain_ctx = ProgressContext(style=style), FullHistoryContext(style=style)
-    prog_prompts, plain_prompts = [], []
-    # replay both episodes step by step to capture the context each step saw
-    (ep_p,) = _replay(task, TeacherPolicy(teacher, style), prog_ctx, prog_prompts)
-    (ep_f,) = _replay(task, TeacherPolicy(teacher, style, with_progress=False), plain_ctx, plain_prompts)
+    # play both episodes through the driver, recording the context each step saw
+    prog, plain = _Recording(TeacherPolicy(teacher, style)), _Recording(TeacherPolicy(teacher, style, False))
+    (ep_p,) = run_episodes(prog, [task], prog_ctx, progress=False)
+    (ep_f,) = run_episodes(plain, [task], plain_ctx, progress=False)
+    prog_prompts, plain_prompts = prog.prompts, plain.prompts
     assert len(ep_p.steps) == len(ep_f.steps), "progress and plain replays must take the same steps"
     tool_names = [d["name"] for d in task.functions]
     out, calls_before = [], 0
@@ -56,15 +58,15 @@ def step_examples(task, teacher=None, style: str = "python") -> list[dict]:
     return out
 
 
-def _replay(task, policy, ctx, prompts: list):
-    from .rollout import Episode, StepRequest
+class _Recording:
+    """Wraps a policy and keeps the messages of every request it answers (one episode at a time)."""
 
-    ep = Episode(task)
-    while not ep.done:
-        msgs = ctx.messages(ep)
-        prompts.append(msgs)
-        ep.record(policy.generate([StepRequest(msgs, ctx.tools(ep), ep)])[0])
-    return [ep]
+    def __init__(self, inner):
+        self.inner, self.style, self.prompts = inner, inner.style, []
+
+    def generate(self, requests):
+        self.prompts += [r.messages for r in requests]
+        return self.inner.generate(requests)
 
 
 # ------------------------------------------------------------------ verification

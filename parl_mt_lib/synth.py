@@ -187,8 +187,7 @@ class _Sampler:
                     kwargs[p] = v
             else:
                 cand = copy.deepcopy(self.inst)
-                before = _public(cand)
-                before = copy.deepcopy(before)
+                before = copy.deepcopy(_public(cand))
                 try:
                     res = getattr(cand, doc["name"])(**copy.deepcopy(kwargs))
                 except Exception:
