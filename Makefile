@@ -43,9 +43,6 @@ test-fast: install
 TOY_CURRICULUM := -p results_dir results/01_pag_toy -p n_tasks 500 -y "classes: [GorillaFileSystem, TicketAPI]" \
 	-y "turns: [1, 3]" -y "calls_per_turn: [1, 1]" -p p_miss_param 0.0 -p p_miss_func 0.0 -p schema_augment False \
 	-p verify_limit 16 -p context_bfcl_entries 20
-SFT_PAG := results/02_sft/progress/seed0/final
-SFT_PLAIN := results/02_sft/plain/seed0/final
-TOY_EVAL := -p tool_docs minimal -p max_new_tokens 96
 
 reproduce: install
 	@mkdir -p $(EXEC)
@@ -56,16 +53,9 @@ reproduce: install
 	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_oracle.ipynb -p policy oracle -p results_dir results/05_evaluate/oracle
 	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_toy.ipynb -p policy toy -p limit 5 \
 		-y "seeds: [0, 1, 2]" -p temperature 0.7 -p max_new_tokens 16 -p results_dir results/05_evaluate/toy
-	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_base_synthetic.ipynb -p policy toy -p tasks results/01_pag_toy \
-		-p context progress $(TOY_EVAL) -p results_dir results/05_evaluate/base_synthetic
-	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_sft_plain_synthetic.ipynb -p policy $(SFT_PLAIN) \
-		-p tasks results/01_pag_toy $(TOY_EVAL) -p results_dir results/05_evaluate/sft_plain_synthetic
-	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_sft_pag_synthetic.ipynb -p policy $(SFT_PAG) \
-		-p tasks results/01_pag_toy -p context progress $(TOY_EVAL) -p results_dir results/05_evaluate/sft_pag_synthetic
-	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_sft_pag_bfcl.ipynb -p policy $(SFT_PAG) -p limit 5 \
-		-p context progress $(TOY_EVAL) -p results_dir results/05_evaluate/sft_pag_bfcl
-	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_sft_plain_bfcl.ipynb -p policy $(SFT_PLAIN) -p limit 5 \
-		$(TOY_EVAL) -p results_dir results/05_evaluate/sft_plain_bfcl
+	$(PM) notebooks/03_pag_rl.ipynb $(EXEC)/03_pag_rl.ipynb
+	$(PM) notebooks/04_mt_grpo.ipynb $(EXEC)/04_mt_grpo.ipynb
+	$(PM) notebooks/06_compare.ipynb $(EXEC)/06_compare.ipynb
 	@echo "done: see results/ (executed notebooks in $(EXEC)); throughput benchmarks: make bench"
 
 bench: install
@@ -75,4 +65,4 @@ notebooks-strip: install
 	$(PY) -m jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
 
 clean:
-	rm -rf results/executed results/00_tour* results/01_pag* results/02_sft* results/05_evaluate results/bench
+	rm -rf results/executed results/00_tour* results/01_pag* results/02_sft* results/03_pag_rl* results/04_mt_grpo* results/05_evaluate results/06_compare* results/bench

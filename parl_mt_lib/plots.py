@@ -113,3 +113,44 @@ def plot_sft_comparison(summary: dict, path):
     ax.set_title("Held-out synthetic tasks")
     _save(fig, path)
     return fig
+
+
+def plot_rl_curves(df, path, title: str = "RL"):
+    """Three panels over iterations (mean and band over seeds): episode reward and its terms, tokens per step
+    (prompt and generated), rollout vs update seconds."""
+    import pandas as pd
+
+    terms = [c for c in df.columns if c.startswith("reward_") and c not in ("reward_std",)]
+    long = df.melt(id_vars=["iteration", "seed"], value_vars=terms, var_name="term", value_name="value")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    sns.lineplot(long, x="iteration", y="value", hue="term", ax=axes[0])
+    axes[0].set_title(f"{title}: training reward (episode mean) and terms")
+    tok = df.melt(id_vars=["iteration", "seed"], value_vars=["prompt_tokens_per_step", "generated_tokens_per_step"],
+                  var_name="tokens", value_name="per step")
+    sns.lineplot(tok, x="iteration", y="per step", hue="tokens", ax=axes[1])
+    axes[1].set_title("tokens per step")
+    sec = df.melt(id_vars=["iteration", "seed"], value_vars=["rollout_s", "update_s"], var_name="phase",
+                  value_name="seconds")
+    sns.lineplot(pd.DataFrame(sec), x="iteration", y="seconds", hue="phase", ax=axes[2])
+    axes[2].set_title("wall-clock per iteration")
+    _save(fig, path)
+    return fig
+
+
+def plot_method_comparison(table, path):
+    """Bars with 95% intervals: one group per benchmark, one bar per method."""
+    import numpy as np
+
+    benches = list(dict.fromkeys(table["benchmark"]))
+    methods = list(dict.fromkeys(table["method"]))
+    fig, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches), 4), squeeze=False)
+    for ax, b in zip(axes[0], benches):
+        t = table[table["benchmark"] == b].set_index("method").reindex(methods)
+        x = np.arange(len(methods))
+        err = np.vstack([t["mean"] - t["ci95_low"], t["ci95_high"] - t["mean"]]).clip(min=0)
+        ax.bar(x, t["mean"], yerr=err, capsize=3, color=sns.color_palette("deep", len(methods)))
+        ax.set_xticks(x, methods, rotation=30)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{b}: task success (95% interval)")
+    _save(fig, path)
+    return fig

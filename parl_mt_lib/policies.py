@@ -86,12 +86,17 @@ class HFPolicy:
     SDPA down its masked path, which materialises batch x heads x L^2 scores; measured on 2 cores with
     the toy at ~9.5k-token BFCL prompts, a padded batch of 8 took ~19 s per step against ~0.6 s per
     unpadded prompt. On GPU the whole batch goes at once.
+
+    ``keep_tokens=True`` (RL rollouts) also returns the prompt and completion token ids and the
+    log-probabilities of the sampled tokens under the sampling distribution (temperature / top-p applied).
     """
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, style: str = "python", name: str = "hf",
-                 max_prompt_tokens: int | None = None, micro_batch_size: int | None = None):
+                 max_prompt_tokens: int | None = None, micro_batch_size: int | None = None,
+                 keep_tokens: bool = False):
         self.model, self.tok, self.style, self.name = model, tokenizer, style, name
+        self.keep_tokens = keep_tokens
         self.micro_batch_size = micro_batch_size or (1 if model.device.type == "cpu" else 64)
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.max_prompt_tokens = max_prompt_tokens or getattr(model.config, "max_position_embeddings", None)
@@ -123,9 +128,14 @@ class HFPolicy:
             gen = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=sample,
                                       temperature=self.temperature if sample else None,
                                       top_p=self.top_p if sample else None, top_k=None,
-                                      pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id)
-        new = gen[:, batch["input_ids"].shape[1]:]
-        for row, i in zip(new, fits):
+                                      pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
+                                      output_scores=self.keep_tokens, return_dict_in_generate=True)
+        new = gen.sequences[:, batch["input_ids"].shape[1]:]
+        logps = None
+        if self.keep_tokens:  # scores are the processed logits the sampler drew from
+            logps = torch.stack([torch.log_softmax(s.float(), -1).gather(1, new[:, t:t + 1]).squeeze(1)
+                                 for t, s in enumerate(gen.scores)], 1)
+        for b, (row, i) in enumerate(zip(new, fits)):
             toks = row.tolist()
             if self.tok.eos_token_id in toks:
                 toks = toks[:toks.index(self.tok.eos_token_id) + 1]
@@ -133,6 +143,9 @@ class HFPolicy:
             text_toks = [t for t in toks if t not in (self.tok.eos_token_id, self.tok.pad_token_id)]
             # other special tokens stay visible: a model that emits them produced malformed output
             out[i] = Generation(self.tok.decode(text_toks, skip_special_tokens=False), len(ids[i]), n)
+            if self.keep_tokens:
+                out[i].prompt_ids, out[i].completion_ids = list(ids[i]), toks
+                out[i].logprobs = logps[b, :n].tolist()
 
 
 def _http_messages(messages: list[dict]) -> list[dict]:

@@ -35,6 +35,11 @@ class Step:
     error: str | None = None                          # parse failure reason
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # RL only (a policy with keep_tokens): the exact token ids the model saw and sampled, and the
+    # log-probabilities of the sampled tokens under the sampling distribution
+    prompt_ids: list[int] | None = None
+    completion_ids: list[int] | None = None
+    logprobs: list[float] | None = None
 
 
 @dataclass
@@ -52,6 +57,9 @@ class Generation:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None  # the policy could not answer (e.g. context_overflow): the episode stops
+    prompt_ids: list[int] | None = None
+    completion_ids: list[int] | None = None
+    logprobs: list[float] | None = None
 
 
 @dataclass
@@ -88,7 +96,8 @@ class Episode:
 
     def record(self, gen: Generation, max_steps: int = MAX_STEPS) -> Step:
         """Parse one generation, execute its calls and advance the turn state."""
-        step = Step(self.turn, gen.text, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
+        step = Step(self.turn, gen.text, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                    prompt_ids=gen.prompt_ids, completion_ids=gen.completion_ids, logprobs=gen.logprobs)
         self.steps.append(step)
         if gen.error:
             step.error = gen.error

@@ -13,25 +13,11 @@ Example:
 """
 from __future__ import annotations
 
-import re
-
 import torch
 
-from .calls import CallParseError, parse_calls
 from .context import render_prompt
 from .pag import build_messages, calls_equal
-
-_PROGRESS = re.compile(r"^\s*<summary>.*?</summary>\s*<plan>.*?</plan>", re.DOTALL)
-
-
-def format_ok(text: str, view: str) -> bool:
-    if view == "progress" and not _PROGRESS.match(text):
-        return False
-    try:
-        parse_calls(text)
-    except (CallParseError, ValueError):
-        return False
-    return True
+from .rewards import format_ok  # one definition of well-formed output, shared with the RL format reward
 
 
 @torch.no_grad()

@@ -1,0 +1,100 @@
+"""GRPO pieces for multi-turn step samples: advantages (PAG-RL / MT-GRPO), token log-probs, the clipped loss.
+
+Written by hand because TRL's ``GRPOTrainer`` wants one completion per prompt and advantages grouped by
+position; a PARL-MT episode yields a variable number of step samples, each with its own prompt (the
+summary replaces the history), so the loss works on step samples that carry their episode's advantage.
+The loss follows TRL's (clipped ratio, k3 KL, token-level normalisation over the whole batch).
+
+* PAG-RL: ``A(episode) = (R - mean_group) / std_group`` broadcast to every step of the episode.
+* MT-GRPO (Zeng et al., arXiv 2505.11821): ``A = A_outcome(episode) + lam * A_turn(episode, turn)``, the
+  turn advantage normalised over the group's episodes that reached that turn.
+A group whose rewards do not vary gets advantage 0 (never NaN).
+
+Example:
+    >>> group_advantages([1.0, 0.0, 1.0, 0.0])
+    [1.0, -1.0, 1.0, -1.0]
+    >>> group_advantages([0.5, 0.5])
+    [0.0, 0.0]
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+EPS = 1e-6
+
+
+def group_advantages(rewards: list[float], scale: bool = True) -> list[float]:
+    """Group-normalised advantages; zero when the group's rewards do not vary (population std)."""
+    n = len(rewards)
+    if n == 0:
+        return []
+    mean = sum(rewards) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / n)
+    if std < EPS:
+        return [0.0] * n
+    return [(r - mean) / std if scale else r - mean for r in rewards]
+
+
+def episode_advantages(groups: dict, episode_reward: dict, scale: bool = True) -> dict:
+    """``{episode key: advantage}`` from ``groups = {task id: [episode keys]}`` and per-episode rewards."""
+    out = {}
+    for keys in groups.values():
+        for k, a in zip(keys, group_advantages([episode_reward[k] for k in keys], scale)):
+            out[k] = a
+    return out
+
+
+def turn_advantages(groups: dict, turn_reward: dict, scale: bool = True) -> dict:
+    """``{(episode key, turn): advantage}`` normalised over the group's episodes that reached that turn."""
+    out = {}
+    for keys in groups.values():
+        turns = sorted({t for k in keys for (kk, t) in turn_reward if kk == k})
+        for t in turns:
+            present = [k for k in keys if (k, t) in turn_reward]
+            for k, a in zip(present, group_advantages([turn_reward[(k, t)] for k in present], scale)):
+                out[(k, t)] = a
+    return out
+
+
+def pad_batch(samples: list[dict], pad_id: int, device=None):
+    """Right-padded ``input_ids``, ``attention_mask`` and a completion mask (1 on the model's own tokens only)."""
+    seqs = [s["prompt_ids"] + s["completion_ids"] for s in samples]
+    width = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    comp = torch.zeros((len(seqs), width), dtype=torch.float)
+    for i, (s, x) in enumerate(zip(samples, seqs)):
+        ids[i, :len(x)] = torch.tensor(x)
+        attn[i, :len(x)] = 1
+        comp[i, len(s["prompt_ids"]):len(x)] = 1.0
+    return ids.to(device), attn.to(device), comp.to(device)
+
+
+def token_logps(model, ids, attn, temperature: float = 1.0) -> torch.Tensor:
+    """Log-prob of each token given its prefix (position 0 gets 0), under the sampling temperature (as TRL)."""
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
+    lp = torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None]).squeeze(2)
+    return torch.cat([torch.zeros_like(lp[:, :1]), lp], 1)
+
+
+def grpo_loss(logp, old_logp, ref_logp, adv, mask, n_tokens: int, clip_eps: float = 0.2,
+              clip_eps_high: float | None = None, beta: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Clipped-ratio policy loss + ``beta`` x k3 KL, summed over masked tokens / ``n_tokens`` (the number of
+    completion tokens in the whole optimiser batch, so micro-batches add up to the token-level mean)."""
+    ratio = torch.exp(logp - old_logp)
+    a = adv[:, None]
+    hi = clip_eps if clip_eps_high is None else clip_eps_high
+    per_token = -torch.min(ratio * a, torch.clamp(ratio, 1 - clip_eps, 1 + hi) * a)
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None:
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1
+        per_token = per_token + beta * kl
+    loss = (per_token * mask).sum() / max(n_tokens, 1)
+    with torch.no_grad():
+        clipped = ((ratio < 1 - clip_eps) | (ratio > 1 + hi)).float()
+        stats = {"kl_sum": float((kl * mask).sum()), "clipped_sum": float((clipped * mask).sum()),
+                 "tokens": float(mask.sum())}
+    return loss, stats

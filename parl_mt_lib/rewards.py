@@ -1,0 +1,180 @@
+"""Reward registry (open-r1 style): small pure functions of one step, chosen by name + weight in a recipe.
+
+Every function takes a :class:`StepView` — what one policy step did, with the gold calls of its turn
+and the episode's official verdicts — and returns a float. The paper names the terms (format, call
+correctness, task success, efficiency) but gives no weights; ours live in the recipes
+(``recipes/*/pag_rl.yaml``) and are documented there.
+
+* ``format``      1 if the output is well formed: ``<summary>…</summary><plan>…</plan>`` then a parseable call
+                  list or nothing (progress view); a parseable call list or nothing (plain view).
+* ``call``        per call, 1 if it equals a gold call of the turn not yet made and executed without error;
+                  0.5 x (share of that gold call's arguments matched) if only the function matches; 0 else.
+                  A step without calls scores 1 if every gold call of the turn was already made, else 0.
+* ``task``        1 if the official checker accepts the whole episode (same value on every step).
+* ``turn``        1 if the official checker accepts the episode's turns up to this step's turn (turn-level).
+* ``efficiency``  -1 if the step lies beyond the turn's gold step count or repeats a call made earlier in
+                  the turn, else 0.
+
+Example:
+    >>> s = StepView("<summary>s</summary><plan>p</plan>[ls(a=1)]", "progress", calls=("ls(a=1)",),
+    ...              results=("ok",), turn_gold=("ls(a=1)",))
+    >>> {n: REWARDS[n](s) for n in ("format", "call", "efficiency")}
+    {'format': 1.0, 'call': 1.0, 'efficiency': 0.0}
+    >>> weighted({"format": 1.0, "call": 1.0, "efficiency": 0.0}, {"format": 0.5, "call": 1.0})
+    1.5
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from .calls import CallParseError, parse_calls
+from .runtime import ConfigError
+
+_PROGRESS = re.compile(r"^\s*<summary>.*?</summary>\s*<plan>.*?</plan>", re.DOTALL)
+
+
+def format_ok(text: str, view: str) -> bool:
+    """Well-formed step output for the view (see module doc)."""
+    if view == "progress" and not _PROGRESS.match(text):
+        return False
+    try:
+        parse_calls(text)
+    except (CallParseError, ValueError):
+        return False
+    return True
+
+
+def is_error(result: str) -> bool:
+    """A tool result that reports failure (our executor's message or a BFCL ``{"error": ...}`` dict)."""
+    if result.startswith("Error during execution"):
+        return True
+    try:
+        value = json.loads(result)
+    except (ValueError, TypeError):
+        return False
+    return isinstance(value, dict) and "error" in value
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One step as the reward functions see it; call strings are canonical (keyword arguments)."""
+
+    completion: str
+    view: str = "progress"
+    calls: tuple[str, ...] = ()
+    results: tuple[str, ...] = ()
+    error: str | None = None            # parse failure reason (or policy error)
+    turn_gold: tuple[str, ...] = ()     # gold calls of this step's turn
+    calls_before: tuple[str, ...] = ()  # calls made earlier in the same turn
+    step_in_turn: int = 0
+    task_success: bool = False
+    turn_success: bool = False
+
+
+def _parsed(text: str):
+    try:
+        (call,) = parse_calls(text)
+        return call
+    except (CallParseError, ValueError):
+        return None
+
+
+def _call_score(call_text: str, result: str, remaining: list[str]) -> float:
+    if call_text in remaining:
+        return 0.0 if is_error(result) else 1.0
+    got = _parsed(call_text)
+    best = 0.0
+    for gold in remaining:
+        want = _parsed(gold)
+        if got is None or want is None or want.name != got.name:
+            continue
+        shared = sum(got.kwargs.get(k, object()) == v for k, v in want.kwargs.items())
+        best = max(best, 0.5 * shared / max(len(want.kwargs), 1))
+    return best
+
+
+def format_reward(s: StepView) -> float:
+    return float(s.error is None and format_ok(s.completion, s.view))
+
+
+def call_reward(s: StepView) -> float:
+    if s.error is not None:
+        return 0.0
+    remaining = list((Counter(s.turn_gold) - Counter(s.calls_before)).elements())
+    if not s.calls:
+        return float(not remaining)
+    scores = []
+    for call, result in zip(s.calls, s.results):
+        scores.append(_call_score(call, result, remaining))
+        if call in remaining:
+            remaining.remove(call)
+    return sum(scores) / len(scores)
+
+
+def task_reward(s: StepView) -> float:
+    return float(s.task_success)
+
+
+def turn_reward(s: StepView) -> float:
+    return float(s.turn_success)
+
+
+def efficiency_reward(s: StepView) -> float:
+    gold_steps = len(s.turn_gold) + 1  # one call per step, then the turn-ending step
+    repeated = any(c in s.calls_before for c in s.calls)
+    return -1.0 if s.step_in_turn >= gold_steps or repeated else 0.0
+
+
+REWARDS = {"format": format_reward, "call": call_reward, "task": task_reward, "turn": turn_reward,
+           "efficiency": efficiency_reward}
+
+
+def check_weights(weights: dict) -> dict[str, float]:
+    """Validate ``{name: weight}`` against the registry; a bad name stops with the known ones."""
+    if not isinstance(weights, dict) or not weights:
+        raise ConfigError(f"reward weights must be a non-empty mapping name -> weight, got {weights!r}")
+    unknown = sorted(set(weights) - set(REWARDS))
+    if unknown:
+        raise ConfigError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
+    return {k: float(v) for k, v in weights.items()}
+
+
+def weighted(terms: dict[str, float], weights: dict[str, float]) -> float:
+    """Sum of ``weight x term`` over the weighted names."""
+    return sum(w * terms[n] for n, w in weights.items())
+
+
+def score_steps(views: list[StepView], names) -> list[dict[str, float]]:
+    """Every named term for every step."""
+    return [{n: REWARDS[n](v) for n in names} for v in views]
+
+
+def _canonical(text: str, order: dict) -> str:
+    """Keyword form of a call (positional arguments named from the docs); as written if that fails."""
+    p = _parsed(text)
+    try:
+        return p.with_keywords(order.get(p.name, [])).render() if p else text
+    except (CallParseError, ValueError):
+        return text
+
+
+def step_views(episode, view: str, task_success: bool, turn_success: list[bool]) -> list[StepView]:
+    """The :class:`StepView` of every step of a played episode (gold calls from its entry)."""
+    from .bfcl import param_order
+
+    order = param_order()
+    gold = [[c.with_keywords(order.get(c.name, [])).render() for c in turn] for turn in episode.entry.gold_calls]
+    out, made, last_turn, k = [], [], -1, 0
+    for step in episode.steps:
+        if step.turn != last_turn:
+            made, last_turn, k = [], step.turn, 0
+        calls = [_canonical(c, order) for c in step.calls]
+        out.append(StepView(step.output, view, tuple(calls), tuple(step.results), step.error,
+                            tuple(gold[step.turn]) if step.turn < len(gold) else (), tuple(made), k,
+                            task_success, bool(turn_success[step.turn]) if step.turn < len(turn_success) else False))
+        made += calls
+        k += 1
+    return out

@@ -1,0 +1,81 @@
+"""Reward registry: every term on hand-written completions (open-r1 style tables)."""
+import pytest
+
+from parl_mt_lib.rewards import REWARDS, StepView, check_weights, format_ok, is_error, weighted
+from parl_mt_lib.runtime import ConfigError
+
+P = "<summary>done: nothing</summary><plan>next: ls</plan>"
+GOLD = ("cd(folder='docs')", "mv(source='a.txt', destination='b.txt')")
+
+# (name, StepView kwargs, expected)
+CASES = [
+    ("format", dict(completion=P + "[ls(a=True)]"), 1.0),
+    ("format", dict(completion=P), 1.0),                                   # turn-ending step: no call
+    ("format", dict(completion="[ls(a=True)]"), 0.0),                      # progress view needs summary + plan
+    ("format", dict(completion="<plan>x</plan><summary>y</summary>[ls()]"), 0.0),  # wrong order
+    ("format", dict(completion=P + "[ls(a=True"), 0.0),                    # unparseable call
+    ("format", dict(completion=P + "[__import__('os')]"), 0.0),            # hostile text: not a literal call
+    ("format", dict(completion="[ls(a=True)]", view="plain"), 1.0),
+    ("format", dict(completion="", view="plain"), 1.0),
+    ("format", dict(completion=P + "[ls()]", error="policy_error"), 0.0),
+    ("call", dict(completion="", calls=("cd(folder='docs')",), results=("None",), turn_gold=GOLD), 1.0),
+    ("call", dict(completion="", calls=("cd(folder='docs')",), results=("Error during execution: no such dir",),
+                  turn_gold=GOLD), 0.0),                                  # right call, failed execution
+    ("call", dict(completion="", calls=("mv(source='a.txt', destination='c.txt')",), results=("None",),
+                  turn_gold=GOLD), 0.25),                                 # right function, 1 of 2 arguments
+    ("call", dict(completion="", calls=("rm(file_name='a.txt')",), results=("None",), turn_gold=GOLD), 0.0),
+    ("call", dict(completion="", calls=("cd(folder='docs')",), results=("None",), turn_gold=GOLD,
+                  calls_before=("cd(folder='docs')",)), 0.0),              # gold call already made
+    ("call", dict(completion="", turn_gold=GOLD, calls_before=GOLD), 1.0),  # stops when the turn is done
+    ("call", dict(completion="", turn_gold=GOLD, calls_before=GOLD[:1]), 0.0),  # stops too early
+    ("call", dict(completion="", calls=GOLD, results=("None", "None"), turn_gold=GOLD), 1.0),
+    ("call", dict(completion="x", error="unparseable", turn_gold=GOLD), 0.0),
+    ("task", dict(completion="", task_success=True), 1.0),
+    ("task", dict(completion="", task_success=False), 0.0),
+    ("turn", dict(completion="", turn_success=True), 1.0),
+    ("efficiency", dict(completion="", calls=("cd(folder='docs')",), turn_gold=GOLD, step_in_turn=0), 0.0),
+    ("efficiency", dict(completion="", turn_gold=GOLD, step_in_turn=2), 0.0),   # the turn-ending step
+    ("efficiency", dict(completion="", calls=("ls()",), turn_gold=GOLD, step_in_turn=3), -1.0),  # beyond gold
+    ("efficiency", dict(completion="", calls=("cd(folder='docs')",), turn_gold=GOLD, step_in_turn=1,
+                        calls_before=("cd(folder='docs')",)), -1.0),     # repeated call
+]
+
+
+@pytest.mark.parametrize("name,kw,expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_reward_table(name, kw, expected):
+    assert REWARDS[name](StepView(**kw)) == pytest.approx(expected)
+
+
+def test_rewards_are_pure_and_bounded():
+    for name, kw, _ in CASES:
+        v = StepView(**kw)
+        assert REWARDS[name](v) == REWARDS[name](v)
+        assert -1.0 <= REWARDS[name](v) <= 1.0
+
+
+def test_is_error_and_format_helpers():
+    assert is_error("Error during execution: x") and is_error('{"error": "no such file"}')
+    assert not is_error('{"result": "ok"}') and not is_error("None")
+    assert format_ok(P + "[ls()]", "progress") and not format_ok("[ls(", "plain")
+
+
+def test_weights_validated_and_weighted_sum():
+    assert weighted({"format": 1.0, "task": 0.0, "call": 0.5}, {"format": 0.25, "call": 0.5}) == 0.5
+    with pytest.raises(ConfigError, match="unknown reward"):
+        check_weights({"formatt": 1.0})
+    with pytest.raises(ConfigError, match="non-empty"):
+        check_weights({})
+
+
+def test_step_views_from_a_played_episode():
+    """Gold calls of the turn, calls made before, the verdicts: from the oracle's real episode."""
+    from parl_mt_lib.bfcl import entry_by_id
+    from parl_mt_lib.policies import OraclePolicy
+    from parl_mt_lib.rewards import score_steps, step_views
+    from parl_mt_lib.rollout import run_episodes
+
+    (ep,) = run_episodes(OraclePolicy(), [entry_by_id("multi_turn_base_0")], progress=False)
+    views = step_views(ep, "plain", True, [True] * len(ep.turn_end))
+    terms = score_steps(views, ["format", "call", "efficiency", "task"])
+    assert all(t == {"format": 1.0, "call": 1.0, "efficiency": 0.0, "task": 1.0} for t in terms)
+    assert views[1].calls_before == views[0].calls and views[1].step_in_turn == 1

@@ -1,0 +1,180 @@
+"""The RL loop: token/mask round-trips in both contexts, a weight-free loop test, KL before the first update,
+resume after a kill, bad recipes, train/test hygiene."""
+import json
+
+import pytest
+import torch
+
+from parl_mt_lib.bfcl import entry_by_id
+from parl_mt_lib.context import make_context, render_prompt
+from parl_mt_lib.grpo import pad_batch, token_logps
+from parl_mt_lib.pag_build import PAGConfig, build_pag
+from parl_mt_lib.policies import HFPolicy
+from parl_mt_lib.rl import (Reference, load_policy_model, load_rl_recipe, rl_tasks, score_episodes, step_samples,
+                            train_rl, update)
+from parl_mt_lib.rollout import Episode, Generation, StepRequest, run_episodes
+from parl_mt_lib.runtime import ConfigError
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def pag_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pag") / "pag"
+    build_pag(PAGConfig(n_tasks=16, seed=0, verify_limit=0,
+                        synth={"classes": ("GorillaFileSystem", "TicketAPI"), "calls_per_turn": (1, 1)}),
+              out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_init(pag_dir, tmp_path_factory):
+    """A toy briefly SFT'd on the plain view: its samples vary in format, so advantages are not all zero."""
+    from parl_mt_lib.sft import load_recipe, train_sft
+
+    r = load_recipe("recipes/toy/sft.yaml", {"data": str(pag_dir), "view": "plain", "max_steps": 30,
+                                             "per_device_train_batch_size": 4, "save_steps": 1000})
+    return train_sft(r, tmp_path_factory.mktemp("sft") / "plain")["final_dir"]
+
+
+def _recipe(pag_dir, toy_path, method="mt_grpo", **kw):
+    base = "recipes/toy/pag_rl.yaml" if method == "pag_rl" else "recipes/toy/mt_grpo.yaml"
+    return load_rl_recipe(base, {"data": str(pag_dir), "init": str(toy_path), "iterations": 4, "group_size": 3,
+                                 "tasks_per_iteration": 2, "max_new_tokens": 12, "save_every": 2, "eval_tasks": 2,
+                                 "max_steps_per_turn": 2, **kw})
+
+
+@pytest.mark.parametrize("mode,temperature", [("progress", 1.0), ("full_history", 0.7)])
+def test_token_and_mask_round_trip_across_turns(toy, mode, temperature):
+    """Every step sample: prompt tokens are exactly the rendered context, the mask covers exactly the tokens the
+    model sampled (never system / user / tool tokens, never an earlier step's output), and the sampled
+    log-probs equal the model's log-probs of those tokens recomputed on the training path."""
+    model, tok = toy
+    entry = entry_by_id("multi_turn_base_0")  # 4 turns
+    ctx = make_context(mode, tool_docs="minimal")
+    seen = []
+    pol = HFPolicy(model, tok, max_new_tokens=10, temperature=temperature, micro_batch_size=8, keep_tokens=True)
+    orig = pol.generate
+    pol.generate = lambda reqs: [seen.append(r.messages) or g for r, g in zip(reqs, orig(reqs))]
+    torch.manual_seed(0)
+    (ep,) = run_episodes(pol, [entry], ctx, max_steps=2, progress=False)
+    assert len({s.turn for s in ep.steps}) >= 3
+    for step, msgs in zip(ep.steps, seen):
+        assert tok.decode(step.prompt_ids) == render_prompt(tok, msgs)
+        text = tok.decode([t for t in step.completion_ids if t != tok.eos_token_id])
+        assert text == step.output
+        ids, attn, comp = pad_batch([{"prompt_ids": step.prompt_ids, "completion_ids": step.completion_ids}],
+                                    tok.pad_token_id)
+        masked = ids[0][comp[0].bool()].tolist()
+        assert masked == step.completion_ids
+        unmasked = tok.decode(ids[0][~comp[0].bool()].tolist())
+        for m in msgs:  # system, user, tool (and, in full history, earlier assistant) text: all unmasked
+            assert m["content"] in unmasked
+        with torch.no_grad():
+            lp = token_logps(model, ids, attn, temperature)[0][comp[0].bool()]
+        assert torch.allclose(lp, torch.tensor(step.logprobs), atol=1e-4)
+    if mode == "full_history":  # the history grows: earlier outputs sit in later prompts, without loss
+        assert len(ep.steps[-1].prompt_ids) > len(ep.steps[0].prompt_ids)
+
+
+def _fake_gen(text):
+    return Generation(text, 3, 2, prompt_ids=[1, 2, 3], completion_ids=[4, 5], logprobs=[-0.1, -0.2])
+
+
+def test_mock_policy_loop_advantages(pag_dir, toy_path):
+    """Weight-free: a scripted policy that solves every other episode of a task; advantages follow the reward,
+    one per episode (PAG-RL), and a group whose rewards do not vary gets 0 (PAG-RL and MT-GRPO)."""
+    from parl_mt_lib.calls import render_calls
+    from parl_mt_lib.policies import gold_step
+
+    train, _ = rl_tasks(_recipe(pag_dir, toy_path))
+    task = train[0]
+
+    def answer(req):
+        chunk, _ = gold_step(req.episode)
+        solver = req.episode.env is not None and req.episode.solver
+        return _fake_gen("<summary>s</summary><plan>p</plan>" + (render_calls(chunk) if chunk and solver else ""))
+
+    for method in ("pag_rl", "mt_grpo"):
+        recipe = _recipe(pag_dir, toy_path, method=method)
+        eps = [Episode(task) for _ in range(4)]
+        for k, ep in enumerate(eps):
+            ep.solver = k % 2 == 0
+        ctx = make_context("progress" if method == "pag_rl" else "full_history", tool_docs="minimal")
+        while not all(e.done for e in eps):
+            for e in [e for e in eps if not e.done]:
+                e.record(answer(StepRequest(ctx.messages(e), None, e)), 4)
+        scored = score_episodes(eps, recipe)
+        assert [s["success"] for s in scored] == [True, False, True, False]
+        samples = step_samples(eps, scored, recipe, group_of=lambda e: e.entry.id)
+        assert len(samples) == sum(len(e.steps) for e in eps)
+        if method == "pag_rl":  # episode advantage broadcast to every step
+            assert all(len({s["advantage"] for s in samples if s["episode"] == k}) == 1 for k in range(4))
+        assert all(s["advantage"] > 0 for s in samples if s["episode"] % 2 == 0)
+        assert all(s["advantage"] < 0 for s in samples if s["episode"] % 2 == 1)
+        same = step_samples(eps[::2], scored[::2], recipe, group_of=lambda e: e.entry.id)
+        assert all(s["advantage"] == 0 for s in same)  # both solved: zero variance, zero advantage
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_kl_is_zero_before_the_first_update(pag_dir, toy_path, toy, lora):
+    recipe = _recipe(pag_dir, toy_path, beta=0.1, lora=lora, lora_r=4)
+    model, tok = load_policy_model(recipe)
+    ref = Reference(model, recipe)
+    sample = {"prompt_ids": tok("hello there").input_ids, "completion_ids": tok(" ls()").input_ids,
+              "advantage": 1.0}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    first = update(model, opt, [sample], recipe, tok.pad_token_id, ref)
+    assert first["kl"] == pytest.approx(0.0, abs=1e-7) and not first["skipped"]
+    second = update(model, opt, [sample], recipe, tok.pad_token_id, ref)
+    assert second["kl"] > 0
+
+
+def test_resume_after_kill_reaches_the_same_final_step(pag_dir, sft_init, tmp_path):
+    recipe = _recipe(pag_dir, sft_init)
+    ref = train_rl(recipe, tmp_path / "ref", progress=False)
+    assert train_rl(recipe, tmp_path / "run", progress=False, stop_after=3) == {"stopped_at": 3}
+    assert (tmp_path / "run" / "checkpoint-2").exists() and not (tmp_path / "run" / "final").exists()
+    again = train_rl(recipe, tmp_path / "run", progress=False)
+    rows = lambda d: [json.loads(x) for x in (d / "iterations.jsonl").read_text().splitlines()]  # noqa: E731
+    a, b = rows(tmp_path / "ref"), rows(tmp_path / "run")
+    assert [r["iteration"] for r in b] == [0, 1, 2, 3] and again["iterations"] == ref["iterations"] == 4
+    assert [r["reward_mean"] for r in a] == pytest.approx([r["reward_mean"] for r in b])
+    assert any(not r["skipped"] for r in a)  # the run really updated the weights
+    from transformers import AutoModelForCausalLM
+
+    sa = AutoModelForCausalLM.from_pretrained(ref["final_dir"]).state_dict()
+    sb = AutoModelForCausalLM.from_pretrained(again["final_dir"]).state_dict()
+    assert all(torch.allclose(sa[k], sb[k], atol=1e-5) for k in sa)
+    for key in ("prompt_tokens_per_step", "generated_tokens_per_step", "rollout_s", "peak_mem_mb"):
+        assert key in a[0]
+    assert set(ref) >= {"reward_first20", "reward_last20", "heldout_start", "heldout_final", "cost", "provenance"}
+
+
+def test_bad_rl_recipe_stops_before_loading(pag_dir, toy_path, tmp_path):
+    with pytest.raises(ConfigError, match="unknown recipe key"):
+        _recipe(pag_dir, toy_path, iteratons=3)
+    with pytest.raises(ConfigError, match="method must be"):
+        load_rl_recipe("recipes/toy/pag_rl.yaml", {"method": "ppo"})
+    with pytest.raises(ConfigError, match="unknown reward"):
+        _recipe(pag_dir, toy_path, rewards={"speed": 1.0})
+    with pytest.raises(ConfigError, match="group_size"):
+        _recipe(pag_dir, toy_path, group_size=1)
+    with pytest.raises(ConfigError, match="02_sft"):
+        train_rl(_recipe(pag_dir, "./no/such/model"), tmp_path / "a")
+    with pytest.raises(ConfigError, match="dataset .* not found"):
+        train_rl(_recipe(tmp_path / "nothing", toy_path), tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    recipe = _recipe(pag_dir, toy_path, iterations=1)
+    train_rl(recipe, tmp_path / "c", progress=False)
+    with pytest.raises(ConfigError, match="another recipe"):
+        train_rl(_recipe(pag_dir, toy_path, iterations=2, learning_rate=1.0), tmp_path / "c")
+    assert (tmp_path / "c" / "final").exists()
+
+
+def test_rl_tasks_never_touch_evaluation_entries(pag_dir, toy_path):
+    from parl_mt_lib.splits import overlap_report
+
+    train, held = rl_tasks(_recipe(pag_dir, toy_path))
+    assert not {t.id for t in train} & {t.id for t in held}
+    assert overlap_report(train)["n_overlapping"] == 0
