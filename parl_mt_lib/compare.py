@@ -55,6 +55,8 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
         from .models import resolve_model_path
 
         for s in (seeds if spec.get("seeded", True) else seeds[:1]):
+            if spec["policy"] == "oracle" or spec["policy"].startswith("openai:"):
+                continue
             try:
                 resolve_model_path(spec["policy"].format(seed=s))
             except ConfigError as err:

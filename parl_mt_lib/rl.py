@@ -7,10 +7,14 @@ advantages (:mod:`parl_mt_lib.grpo`), update, log rewards and costs. Checkpoints
 iterations; a rerun with the same output directory resumes from the last one and reaches the same
 final step. Own loop, not TRL's ``GRPOTrainer``: see ``../shared/notes/trl.md`` and :mod:`.grpo`.
 
-Example (a MockModel-free dry check of a recipe):
-    >>> r = load_rl_recipe("recipes/toy/pag_rl.yaml", {"iterations": 2})
-    >>> r.method, context_mode(r), r.init_path()
-    ('pag_rl', 'progress', 'results/02_sft/progress/seed0/final')
+Example (the toy recipe for 2 iterations; needs notebooks 01 and 02 run first)::
+
+    from parl_mt_lib.rl import load_rl_recipe, train_rl
+    m = train_rl(load_rl_recipe("recipes/toy/pag_rl.yaml", {"iterations": 2}), "results/my_rl")
+    m["reward_first20"], m["reward_last20"], m["cost"]["prompt_tokens_per_step"]
+
+    >>> first_last([0.1, 0.2, 0.3, 0.4, 0.5])  # what the issue's rise check compares
+    (0.1, 0.5)
 """
 from __future__ import annotations
 
@@ -20,126 +24,11 @@ import random
 import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
+from .rl_recipe import METHODS, RLRecipe, check_rl_recipe, context_mode, load_rl_recipe, rl_tasks  # noqa: F401
 from .runtime import ConfigError, append_jsonl, atomic_dir, atomic_write_json, provenance, read_jsonl, repo_path
-
-METHODS = {"pag_rl": ("progress", "progress"), "mt_grpo": ("full_history", "plain")}  # context, reward view
-
-
-@dataclass
-class RLRecipe:
-    method: str = "pag_rl"           # pag_rl (summary + plan replace history) | mt_grpo (full history + turn credit)
-    init: str = "results/02_sft/progress/seed{seed}/final"  # starting policy; {seed} is filled in
-    data: str = "results/01_pag_toy"  # PAG directory: its train-split tasks are the RL tasks
-    tool_docs: str = "minimal"
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: str = "all-linear"
-    learning_rate: float = 1e-4
-    iterations: int = 30
-    group_size: int = 4               # G episodes per task
-    tasks_per_iteration: int = 4
-    task_pool: int | None = None      # train on the first N training tasks only (None: all); a small pool lets a
-    #                                   short run revisit each task, like epochs over the paper's ~200 tasks
-    max_new_tokens: int = 96
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_steps_per_turn: int = 4       # RL episodes stop a turn earlier than BFCL's 20 (cost)
-    generation_batch_size: int = 64
-    micro_batch_size: int = 16
-    updates_per_iteration: int = 1    # > 1: several optimiser steps on one rollout batch (ratio != 1, clipping matters)
-    clip_eps: float = 0.2
-    clip_eps_high: float | None = None
-    beta: float = 0.0                 # k3 KL to the reference (adapter-disabled model, or the frozen init)
-    max_grad_norm: float = 1.0
-    scale_advantages: bool = True
-    rewards: dict = field(default_factory=lambda: {"format": 0.25, "call": 0.5, "task": 1.0, "efficiency": 0.1})
-    turn_rewards: dict = field(default_factory=lambda: {"format": 0.25, "call": 0.5, "turn": 1.0, "efficiency": 0.1})
-    turn_lambda: float = 0.5          # MT-GRPO: A = A_outcome + turn_lambda * A_turn
-    save_every: int = 10
-    eval_every: int = 0               # held-out success every N iterations; 0: at the start and the end only
-    eval_tasks: int = 20
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    seed: int = 0
-
-    def __post_init__(self):
-        from .context import TOOL_DOCS
-        from .rewards import check_weights
-
-        if self.method not in METHODS:
-            raise ConfigError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
-        if self.tool_docs not in TOOL_DOCS:
-            raise ConfigError(f"tool_docs must be one of {TOOL_DOCS}, got {self.tool_docs!r}")
-        if self.group_size < 2:
-            raise ConfigError(f"group_size must be >= 2 (advantages compare episodes of a task), got {self.group_size}")
-        if self.iterations < 1 or self.tasks_per_iteration < 1:
-            raise ConfigError("iterations and tasks_per_iteration must be >= 1")
-        self.rewards, self.turn_rewards = check_weights(self.rewards), check_weights(self.turn_rewards)
-
-    def init_path(self) -> str:
-        return self.init.format(seed=self.seed)
-
-
-def context_mode(recipe: RLRecipe) -> str:
-    return METHODS[recipe.method][0]
-
-
-def load_rl_recipe(path, overrides: dict | None = None) -> RLRecipe:
-    """YAML recipe + overrides; unknown keys and bad values stop here with one line."""
-    import yaml
-
-    p = repo_path(path)
-    if not p.exists():
-        raise ConfigError(f"recipe {path} not found; see recipes/*/pag_rl.yaml and mt_grpo.yaml")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"recipe {path} is not valid YAML ({str(err).splitlines()[0]})") from None
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = sorted(f.name for f in fields(RLRecipe))
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown recipe key(s) {unknown} in {path}; known keys: {', '.join(known)}")
-    try:
-        return RLRecipe(**raw)
-    except TypeError as err:
-        raise ConfigError(f"bad recipe {path}: {err}") from None
-
-
-def rl_tasks(recipe: RLRecipe) -> tuple[list, list]:
-    """(training tasks, held-out tasks) from the PAG directory; training tasks are asserted disjoint from
-    BFCL evaluation entries and from the held-out tasks."""
-    from .pag_build import load_pag
-    from .splits import assert_disjoint
-
-    splits, tasks = load_pag(repo_path(recipe.data))
-    train_ids = sorted({e["task_id"] for e in splits["train"]})
-    held_ids = sorted({e["task_id"] for e in splits["validation"]})
-    if set(train_ids) & set(held_ids):
-        raise AssertionError(f"RL training tasks overlap held-out tasks: {sorted(set(train_ids) & set(held_ids))[:5]}")
-    train = [tasks[i] for i in train_ids][:recipe.task_pool]
-    assert_disjoint(train)
-    if recipe.tasks_per_iteration > len(train):
-        raise ConfigError(f"tasks_per_iteration {recipe.tasks_per_iteration} > {len(train)} training tasks in {recipe.data}")
-    return train, [tasks[i] for i in held_ids][:recipe.eval_tasks]
-
-
-def check_rl_recipe(recipe: RLRecipe) -> None:
-    """Dataset present and starting policy resolvable, before any model is loaded."""
-    from .models import resolve_model_path
-
-    if not (repo_path(recipe.data) / "card.json").exists():
-        raise ConfigError(f"dataset {recipe.data} not found; build it with notebooks/01_pag_synthesis.ipynb first")
-    try:
-        resolve_model_path(recipe.init_path())
-    except ConfigError as err:
-        raise ConfigError(f"{err} (the RL starting policy; train it with notebooks/02_sft.ipynb first)") from None
-
 
 # ------------------------------------------------------------------ rollouts -> step samples
 
@@ -398,6 +287,8 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
         held_s = None
         if it == 0 or (recipe.eval_every and it % recipe.eval_every == 0):
             held_s = heldout_success(model, tok, held, recipe)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()  # GPU peak per iteration (CPU: the process's peak RSS so far)
         torch.manual_seed(recipe.seed * 100_003 + it)  # rollouts depend only on (seed, iteration): resumable
         batch = random.Random(f"{recipe.seed}-{it}").sample(train, recipe.tasks_per_iteration)
         t0 = time.time()

@@ -1,0 +1,46 @@
+"""The six-way comparison runner: per-seed evaluate runs, intervals, missing checkpoints, the cost table."""
+import pandas as pd
+import pytest
+
+from parl_mt_lib.compare import compare_methods, cost_table, default_methods
+from parl_mt_lib.pag_build import PAGConfig, build_pag
+from parl_mt_lib.runtime import ConfigError
+
+
+@pytest.fixture(scope="module")
+def pag_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pag") / "pag"
+    build_pag(PAGConfig(n_tasks=16, seed=0, verify_limit=0, synth={"classes": ("GorillaFileSystem",)}), out,
+              progress=False)
+    return out
+
+
+def test_compare_runs_every_method_seed_and_benchmark(pag_dir, tmp_path):
+    methods = {"oracle_once": {"policy": "oracle", "context": "full_history", "seeded": False},
+               "oracle_seeded": {"policy": "oracle", "context": "progress"}}
+    benches = {"synthetic": {"tasks": str(pag_dir), "limit": 2}, "bfcl": {"bfcl": "base", "limit": 2}}
+    res = compare_methods(methods, (0, 1), benches, tmp_path / "cmp", progress=False)
+    table = pd.DataFrame(res["table"]).set_index(["method", "benchmark"])
+    assert len(res["runs"]) == 1 * 2 + 2 * 2  # unseeded: one run per benchmark; seeded: one per seed
+    assert table.loc[("oracle_seeded", "bfcl"), "n_seeds"] == 2
+    assert table.loc[("oracle_once", "synthetic"), "interval"].startswith("Wilson")
+    assert (table["mean"] == 1.0).all()  # the oracle solves everything (base_0, base_1 and the synthetic tasks)
+    assert (tmp_path / "cmp" / "comparison.csv").exists()
+    assert (tmp_path / "cmp" / "oracle_seeded" / "bfcl" / "seed1" / "metrics.json").exists()
+
+
+def test_missing_checkpoint_is_named_before_anything_runs(tmp_path):
+    methods = default_methods(sft_dir=str(tmp_path / "no_sft"))
+    with pytest.raises(ConfigError, match="method 'sft_plain', seed 0"):
+        compare_methods(methods, (0,), {"bfcl": {"bfcl": "base", "limit": 1}}, tmp_path / "cmp", progress=False)
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_cost_table_needs_both_runs(tmp_path):
+    pd.DataFrame([{"iteration": 0, "seed": 0, "prompt_tokens_per_step": 90.0, "generated_tokens_per_step": 30.0,
+                   "generated_tokens_per_episode": 90.0, "steps_per_episode": 3.0, "rollout_s": 1.0,
+                   "update_s": 1.0, "peak_mem_mb": 900.0}]).to_csv(tmp_path / "iterations.csv", index=False)
+    t = cost_table({"pag_rl": tmp_path})
+    assert t.loc["pag_rl", "prompt_tokens_per_step"] == 90.0
+    with pytest.raises(ConfigError, match="run the RL notebook"):
+        cost_table({"mt_grpo": tmp_path / "missing"})
