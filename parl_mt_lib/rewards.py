@@ -8,8 +8,10 @@ correctness, task success, efficiency) but gives no weights; ours live in the re
 * ``format``      1 if the output is well formed: ``<summary>…</summary><plan>…</plan>`` then a parseable call
                   list or nothing (progress view); a parseable call list or nothing (plain view).
 * ``call``        per call, 1 if it equals a gold call of the turn not yet made and executed without error;
-                  0.5 x (share of that gold call's arguments matched) if only the function matches; 0 else.
-                  A step without calls scores 1 if every gold call of the turn was already made, else 0.
+                  0.25 + 0.5 x (share of that gold call's arguments matched) if the function is right but
+                  the call is not exact; 0 else. A step without calls scores 1 if every gold call of the turn
+                  was already made, else 0 (stopping early earns nothing: without the function credit a
+                  policy that cannot yet get arguments right learns to stop — LOG.md, 2026-11-24 RL).
 * ``task``        1 if the official checker accepts the whole episode (same value on every step).
 * ``turn``        1 if the official checker accepts the episode's turns up to this step's turn (turn-level).
 * ``efficiency``  -1 if the step lies beyond the turn's gold step count or repeats a call made earlier in
@@ -92,7 +94,7 @@ def _call_score(call_text: str, result: str, remaining: list[str]) -> float:
         if got is None or want is None or want.name != got.name:
             continue
         shared = sum(got.kwargs.get(k, object()) == v for k, v in want.kwargs.items())
-        best = max(best, 0.5 * shared / max(len(want.kwargs), 1))
+        best = max(best, 0.25 + 0.5 * shared / max(len(want.kwargs), 1))
     return best
 
 

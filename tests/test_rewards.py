@@ -22,7 +22,9 @@ CASES = [
     ("call", dict(completion="", calls=("cd(folder='docs')",), results=("Error during execution: no such dir",),
                   turn_gold=GOLD), 0.0),                                  # right call, failed execution
     ("call", dict(completion="", calls=("mv(source='a.txt', destination='c.txt')",), results=("None",),
-                  turn_gold=GOLD), 0.25),                                 # right function, 1 of 2 arguments
+                  turn_gold=GOLD), 0.5),                                  # right function, 1 of 2 arguments
+    ("call", dict(completion="", calls=("mv(source='x', destination='y')",), results=("None",), turn_gold=GOLD),
+     0.25),                                                               # right function, no argument right
     ("call", dict(completion="", calls=("rm(file_name='a.txt')",), results=("None",), turn_gold=GOLD), 0.0),
     ("call", dict(completion="", calls=("cd(folder='docs')",), results=("None",), turn_gold=GOLD,
                   calls_before=("cd(folder='docs')",)), 0.0),              # gold call already made
