@@ -12,9 +12,9 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from .runtime import ConfigError, repo_path
+from .runtime import ConfigError, load_yaml_recipe, repo_path
 
 METHODS = {"pag_rl": ("progress", "progress"), "mt_grpo": ("full_history", "plain")}  # context, reward view
 
@@ -82,24 +82,7 @@ def context_mode(recipe: RLRecipe) -> str:
 
 def load_rl_recipe(path, overrides: dict | None = None) -> RLRecipe:
     """YAML recipe + overrides; unknown keys and bad values stop here with one line."""
-    import yaml
-
-    p = repo_path(path)
-    if not p.exists():
-        raise ConfigError(f"recipe {path} not found; see recipes/*/pag_rl.yaml and mt_grpo.yaml")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"recipe {path} is not valid YAML ({str(err).splitlines()[0]})") from None
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = sorted(f.name for f in fields(RLRecipe))
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown recipe key(s) {unknown} in {path}; known keys: {', '.join(known)}")
-    try:
-        return RLRecipe(**raw)
-    except TypeError as err:
-        raise ConfigError(f"bad recipe {path}: {err}") from None
+    return load_yaml_recipe(path, RLRecipe, overrides, "recipes/*/pag_rl.yaml and mt_grpo.yaml")
 
 
 def rl_tasks(recipe: RLRecipe) -> tuple[list, list]:

@@ -63,6 +63,31 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+def load_yaml_recipe(path, cls, overrides: dict | None = None, hint: str = "recipes/"):
+    """A dataclass ``cls`` from a YAML file + non-None ``overrides``; a missing file, bad YAML, unknown keys or
+    bad values stop with a one-line :class:`ConfigError` (``hint`` says where recipes live)."""
+    import dataclasses
+
+    import yaml
+
+    p = repo_path(path)
+    if not p.exists():
+        raise ConfigError(f"recipe {path} not found; see {hint}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown recipe key(s) {unknown} in {path}; known keys: {', '.join(known)}")
+    try:
+        return cls(**raw)
+    except TypeError as err:
+        raise ConfigError(f"bad recipe {path}: {err}") from None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write via a temporary file in the same directory and ``os.replace``: readers never see half a file."""
     path = Path(path)

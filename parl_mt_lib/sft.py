@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .runtime import ConfigError, atomic_write_json, provenance, repo_path
+from .runtime import ConfigError, atomic_write_json, load_yaml_recipe, provenance, repo_path
 
 VIEWS = ("progress", "plain")
 
@@ -69,25 +69,7 @@ class SFTRecipe:
 
 def load_recipe(path, overrides: dict | None = None) -> SFTRecipe:
     """Read a YAML recipe (+ overrides); unknown keys, a missing dataset or model path fail here, in one line."""
-    import yaml
-
-    p = repo_path(path)
-    if not p.exists():
-        raise ConfigError(f"recipe {path} not found; see recipes/*/sft.yaml")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"recipe {path} is not valid YAML ({str(err).splitlines()[0]})") from None
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = sorted(f.name for f in fields(SFTRecipe))
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown recipe key(s) {unknown} in {path}; known keys: {', '.join(known)}")
-    try:
-        recipe = SFTRecipe(**raw)
-    except TypeError as err:
-        raise ConfigError(f"bad recipe {path}: {err}") from None
-    return recipe
+    return load_yaml_recipe(path, SFTRecipe, overrides, "recipes/*/sft.yaml")
 
 
 def check_recipe(recipe: SFTRecipe) -> None:

@@ -23,3 +23,15 @@ def toy(toy_path):
     from parl_mt_lib.models import load_model
 
     return load_model(str(toy_path))
+
+
+@pytest.fixture(scope="session")
+def pag_dir(tmp_path_factory):
+    """A small PAG directory on the toy curriculum (16 tasks, one call per turn): SFT, RL and comparison tests."""
+    from parl_mt_lib.pag_build import PAGConfig, build_pag
+
+    out = tmp_path_factory.mktemp("pag") / "pag"
+    build_pag(PAGConfig(n_tasks=16, seed=0, verify_limit=0,
+                        synth={"classes": ("GorillaFileSystem", "TicketAPI"), "calls_per_turn": (1, 1)}),
+              out, progress=False)
+    return out

@@ -3,16 +3,7 @@ import pandas as pd
 import pytest
 
 from parl_mt_lib.compare import compare_methods, cost_table, default_methods
-from parl_mt_lib.pag_build import PAGConfig, build_pag
 from parl_mt_lib.runtime import ConfigError
-
-
-@pytest.fixture(scope="module")
-def pag_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pag") / "pag"
-    build_pag(PAGConfig(n_tasks=16, seed=0, verify_limit=0, synth={"classes": ("GorillaFileSystem",)}), out,
-              progress=False)
-    return out
 
 
 def test_compare_runs_every_method_seed_and_benchmark(pag_dir, tmp_path):

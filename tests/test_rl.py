@@ -8,7 +8,6 @@ import torch
 from parl_mt_lib.bfcl import entry_by_id
 from parl_mt_lib.context import make_context, render_prompt
 from parl_mt_lib.grpo import pad_batch, token_logps
-from parl_mt_lib.pag_build import PAGConfig, build_pag
 from parl_mt_lib.policies import HFPolicy
 from parl_mt_lib.rl import (Reference, load_policy_model, load_rl_recipe, rl_tasks, score_episodes, step_samples,
                             train_rl, update)
@@ -16,15 +15,6 @@ from parl_mt_lib.rollout import Episode, Generation, StepRequest, run_episodes
 from parl_mt_lib.runtime import ConfigError
 
 pytestmark = pytest.mark.model
-
-
-@pytest.fixture(scope="module")
-def pag_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pag") / "pag"
-    build_pag(PAGConfig(n_tasks=16, seed=0, verify_limit=0,
-                        synth={"classes": ("GorillaFileSystem", "TicketAPI"), "calls_per_turn": (1, 1)}),
-              out, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,12 @@ from transformers import TrainerCallback
 
 from parl_mt_lib.bfcl import entry_by_id
 from parl_mt_lib.pag import sft_rows, step_examples
-from parl_mt_lib.pag_build import PAGConfig, build_pag, load_pag
+from parl_mt_lib.pag_build import load_pag
 from parl_mt_lib.runtime import ConfigError
 from parl_mt_lib.sft import load_recipe, train_sft
 
 pytestmark = pytest.mark.model
 RECIPE = "recipes/toy/sft.yaml"
-
-
-@pytest.fixture(scope="module")
-def pag_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pag") / "pag"
-    build_pag(PAGConfig(n_tasks=16, seed=0, verify_limit=0,
-                        synth={"classes": ("GorillaFileSystem", "TicketAPI"), "calls_per_turn": (1, 1)}),
-              out, progress=False)
-    return out
 
 
 def _recipe(pag_dir, **kw):
