@@ -115,14 +115,14 @@ def plot_sft_comparison(summary: dict, path):
     return fig
 
 
-def plot_rl_curves(df, path, title: str = "RL"):
-    """Three panels over iterations (mean and band over seeds): episode reward and its terms, tokens per step
-    (prompt and generated), rollout vs update seconds."""
+def plot_rl_curves(df, path, title: str = "RL", heldout=None):
+    """Panels over iterations (mean and band over seeds): episode reward and its terms, tokens per step
+    (prompt and generated), rollout vs update seconds, and held-out task success where it was measured."""
     import pandas as pd
 
     terms = [c for c in df.columns if c.startswith("reward_") and c not in ("reward_std",)]
     long = df.melt(id_vars=["iteration", "seed"], value_vars=terms, var_name="term", value_name="value")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4 if heldout is not None else 3, figsize=(20 if heldout is not None else 15, 4))
     sns.lineplot(long, x="iteration", y="value", hue="term", ax=axes[0])
     axes[0].set_title(f"{title}: training reward (episode mean) and terms")
     tok = df.melt(id_vars=["iteration", "seed"], value_vars=["prompt_tokens_per_step", "generated_tokens_per_step"],
@@ -133,6 +133,10 @@ def plot_rl_curves(df, path, title: str = "RL"):
                   value_name="seconds")
     sns.lineplot(pd.DataFrame(sec), x="iteration", y="seconds", hue="phase", ax=axes[2])
     axes[2].set_title("wall-clock per iteration")
+    if heldout is not None:
+        sns.lineplot(heldout, x="iteration", y="heldout_success", marker="o", ax=axes[3])
+        axes[3].set_ylim(0, 1)
+        axes[3].set_title("held-out synthetic task success (greedy)")
     _save(fig, path)
     return fig
 

@@ -363,6 +363,11 @@ def run_rl_grid(recipe_path, seeds=(0, 1, 2), out_dir="results/03_pag_rl", overr
              **{f"reward_{k}": v for k, v in r["terms"].items()}, "seed": s}
             for s in per_seed for r in read_jsonl(out / f"seed{s}" / "iterations.jsonl")]
     pd.DataFrame(rows).to_csv(out / "iterations.csv", index=False)
+    held = [{"seed": int(r["seed"]), "iteration": r["iteration"], "heldout_success": r["heldout_success"]}
+            for r in rows if r.get("heldout_success") is not None]
+    held += [{"seed": int(s), "iteration": m["iterations"], "heldout_success": m["heldout_final"]}
+             for s, m in per_seed.items()]
+    pd.DataFrame(held).to_csv(out / "heldout.csv", index=False)
     summary = {"method": next(iter(per_seed.values()))["method"], "seeds": list(seeds),
                "per_seed": {s: {k: m[k] for k in ("reward_first20", "reward_last20", "heldout_start",
                                                   "heldout_final", "cost", "final_dir")}
