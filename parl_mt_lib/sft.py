@@ -93,6 +93,34 @@ def sft_dataset(recipe: SFTRecipe, split: str = "train"):
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
 
+def score_labelled_positions_only_on_cpu() -> bool:
+    """Make TRL's fused LM head score only the positions that carry a label when it runs on the CPU.
+
+    Written by hand because TRL 1.16 has no switch for it: ``trl.trainer.utils.add_fused_lm_head`` projects only
+    the labelled positions through the LM head on Triton devices, but *every* position (system prompt, user,
+    tool text, padding) elsewhere, so that XLA devices do not recompile for each new shape. Nothing recompiles
+    on the CPU, where the toy's 4k-vocabulary head dominates the step: scoring only the completion makes toy SFT
+    ~3.6x faster (0.63 -> 0.18 s per step of 16 rows, 2 threads; LOG.md) with the same loss up to float rounding
+    (``tests/test_sft.py::test_cpu_compact_fused_head_same_loss_and_grads``). Only that decision is patched, in
+    ``trl.trainer.utils``' namespace; the kernels' own Triton check is untouched. Idempotent; returns whether the
+    patch is in place (``False`` when a TRL release no longer has the hook: training is then just slower).
+    """
+    import trl.trainer.utils as trl_utils
+
+    current = getattr(trl_utils, "_use_triton", None)
+    if current is None:
+        return False
+    if getattr(current, "_parl_mt_cpu_compact", False):
+        return True
+
+    def use_compact(device, _orig=current):
+        return _orig(device) or device.type == "cpu"
+
+    use_compact._parl_mt_cpu_compact = True
+    trl_utils._use_triton = use_compact
+    return True
+
+
 def make_trainer(recipe: SFTRecipe, out_dir, train_dataset=None, eval_dataset=None, callbacks=None):
     """An ``SFTTrainer`` for the recipe (LoRA via ``peft_config`` unless ``full_finetune``)."""
     import torch
@@ -106,6 +134,8 @@ def make_trainer(recipe: SFTRecipe, out_dir, train_dataset=None, eval_dataset=No
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
     cpu = not torch.cuda.is_available()
+    if cpu:
+        score_labelled_positions_only_on_cpu()
     args = SFTConfig(
         output_dir=str(out_dir), learning_rate=recipe.learning_rate, max_steps=recipe.max_steps,
         num_train_epochs=recipe.num_train_epochs, per_device_train_batch_size=recipe.per_device_train_batch_size,

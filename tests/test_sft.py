@@ -140,3 +140,34 @@ def test_bad_recipe_stops_before_training(pag_dir, tmp_path):
     with pytest.raises(ConfigError, match="view must be"):
         _recipe(pag_dir, view="sideways")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cpu_compact_fused_head_same_loss_and_grads(toy_path, monkeypatch):
+    """Scoring only labelled positions on the CPU (our patch of TRL's fused head) changes speed, not the loss."""
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+    from trl.kernels.chunked_logprob import _use_triton as triton_check
+
+    from parl_mt_lib.sft import score_labelled_positions_only_on_cpu
+
+    torch.manual_seed(0)
+    ids = torch.randint(5, 400, (3, 24))
+    labels = ids.clone()
+    labels[:, :15] = -100   # a prompt
+    labels[1, 20:] = -100   # padding
+    runs = []
+    for compact in (False, True):
+        monkeypatch.setattr(trl_utils, "_use_triton", triton_check)
+        if compact:
+            assert score_labelled_positions_only_on_cpu() and score_labelled_positions_only_on_cpu()
+        assert trl_utils._use_triton(torch.device("cpu")) is compact
+        model = AutoModelForCausalLM.from_pretrained(str(toy_path))
+        trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        runs.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (a, ga), (b, gb) = runs
+    assert torch.allclose(a.loss, b.loss, atol=1e-6)
+    assert torch.allclose(a.log_probs, b.log_probs, atol=1e-5) and torch.equal(a.is_top1, b.is_top1)
+    assert torch.allclose(a.entropy, b.entropy, atol=1e-4)
+    assert ga.keys() == gb.keys() and all(torch.allclose(ga[k], gb[k], atol=1e-6) for k in ga)
