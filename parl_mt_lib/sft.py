@@ -188,18 +188,56 @@ def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, callbacks=None
             "global_step": trainer.state.global_step}
 
 
-def run_sft_grid(recipe_path, variants=("plain", "progress"), seeds=(0, 1, 2), out_dir="results/02_sft",
-                 overrides: dict | None = None, eval_limit: int | None = 150, task_limit: int | None = 40,
-                 progress: bool = True) -> dict:
-    """Train every (variant, seed), evaluate base and trained models on held-out synthetic tasks, write
-    ``metrics.json`` (+ CSVs). Finished (variant, seed) cells are skipped on a rerun; a killed one resumes."""
-    from tqdm.auto import tqdm
+def evaluate_sft_model(path, view: str, recipe: SFTRecipe, eval_limit: int | None = 150,
+                       task_limit: int | None = 40) -> dict:
+    """Held-out synthetic metrics of one model: teacher-forced steps (format validity, step / call exact match)
+    and tasks played end to end under the official checker (task success)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .evaluate import seed_interval
-    from .models import resolve_model_path
     from .pag_build import load_pag
     from .sft_eval import step_metrics, task_success
+
+    splits, tasks = load_pag(repo_path(recipe.data))
+    val = splits["validation"]
+    val_tasks = [tasks[i] for i in sorted({e["task_id"] for e in val})][:task_limit]
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    sm = step_metrics(model, tok, val, tasks, view, recipe.tool_docs, limit=eval_limit)
+    ts = task_success(model, tok, val_tasks, view, recipe.tool_docs)
+    return {"format_validity": sm["format_validity"], "step_exact_match": sm["step_exact_match"],
+            "call_exact_match": sm["call_exact_match"], "task_success": ts["task_success"],
+            "n_steps": sm["n_steps"], "n_call_steps": sm["n_call_steps"], "n_tasks": ts["n_tasks"],
+            "samples": sm["samples"][:3]}
+
+
+def sft_cell(kind: str, view: str, seed: int | None, recipe_path, overrides: dict | None, out_dir,
+             eval_limit: int | None = 150, task_limit: int | None = 40) -> dict:
+    """One cell of the SFT grid: the untrained model (``kind="base"``) or one training (``"sft"``, resumed from
+    its last checkpoint if killed), evaluated on the held-out synthetic tasks."""
+    from .models import resolve_model_path
+
+    if kind == "base":  # greedy decoding: the untrained model's metrics do not depend on the seed
+        recipe = load_recipe(recipe_path, {**(overrides or {}), "view": view})
+        return {"kind": kind, "view": view, "seed": None,
+                **evaluate_sft_model(resolve_model_path(recipe.model), view, recipe, eval_limit, task_limit)}
+    recipe = load_recipe(recipe_path, {**(overrides or {}), "view": view, "seed": seed})
+    run = train_sft(recipe, Path(out_dir) / view / f"seed{seed}")
+    losses = [(h["step"], h["loss"]) for h in run["log_history"] if "loss" in h]
+    return {"kind": kind, "view": view, "seed": seed, "global_step": run["global_step"],
+            "train_runtime_s": round(run["train_runtime_s"], 1), "loss_curve": losses, "final_dir": run["final_dir"],
+            **evaluate_sft_model(run["final_dir"], view, recipe, eval_limit, task_limit)}
+
+
+def run_sft_grid(recipe_path, variants=("plain", "progress"), seeds=(0, 1, 2), out_dir="results/02_sft",
+                 overrides: dict | None = None, eval_limit: int | None = 150, task_limit: int | None = 40,
+                 progress: bool = True, workers: int | None = 1, threads: int = 1) -> dict:
+    """Train every (variant, seed), evaluate base and trained models on held-out synthetic tasks, write
+    ``metrics.json`` (+ CSVs). Finished (variant, seed) cells are skipped on a rerun; a killed one resumes.
+    ``workers`` cells run side by side (``None``: one per CPU core, 1 on a GPU), each with ``threads // workers``
+    torch threads; with one worker the cells run in this process."""
+    from .evaluate import seed_interval
+    from .pag_build import load_pag
+    from .runtime import resolve_workers, run_jobs
 
     t0 = time.time()
     out = repo_path(out_dir)
@@ -207,38 +245,24 @@ def run_sft_grid(recipe_path, variants=("plain", "progress"), seeds=(0, 1, 2), o
     base_recipe = load_recipe(recipe_path, overrides)
     check_recipe(base_recipe)
     splits, tasks = load_pag(repo_path(base_recipe.data))
-    val = splits["validation"]
-    val_tasks = [tasks[i] for i in sorted({e["task_id"] for e in val})][:task_limit]
+    n_val_tasks = len(sorted({e["task_id"] for e in splits["validation"]})[:task_limit])
     cells_path = out / "cells.json"
     cells = json.loads(cells_path.read_text()) if cells_path.exists() else {}
 
-    def evaluate_model(path, view):
-        model = AutoModelForCausalLM.from_pretrained(path)
-        tok = AutoTokenizer.from_pretrained(path)
-        sm = step_metrics(model, tok, val, tasks, view, base_recipe.tool_docs, limit=eval_limit)
-        ts = task_success(model, tok, val_tasks, view, base_recipe.tool_docs)
-        return {"format_validity": sm["format_validity"], "step_exact_match": sm["step_exact_match"],
-                "call_exact_match": sm["call_exact_match"], "task_success": ts["task_success"],
-                "n_steps": sm["n_steps"], "n_call_steps": sm["n_call_steps"], "n_tasks": ts["n_tasks"],
-                "samples": sm["samples"][:3]}
-
     todo = [("base", v, None) for v in variants] + [("sft", v, s) for v in variants for s in seeds]
-    for kind, view, seed in tqdm(todo, desc="SFT grid", disable=not progress):
-        key = f"{kind}-{view}" + ("" if seed is None else f"-seed{seed}")
-        if key in cells:
-            continue
-        if kind == "base":  # greedy decoding: the untrained model's metrics do not depend on the seed
-            cells[key] = {"kind": kind, "view": view, "seed": None,
-                          **evaluate_model(resolve_model_path(base_recipe.model), view)}
-        else:
-            recipe = load_recipe(recipe_path, {**(overrides or {}), "view": view, "seed": seed})
-            run = train_sft(recipe, out / view / f"seed{seed}")
-            losses = [(h["step"], h["loss"]) for h in run["log_history"] if "loss" in h]
-            cells[key] = {"kind": kind, "view": view, "seed": seed, "global_step": run["global_step"],
-                          "train_runtime_s": round(run["train_runtime_s"], 1), "loss_curve": losses,
-                          "final_dir": run["final_dir"], **evaluate_model(run["final_dir"], view)}
+    keys = [f"{kind}-{view}" + ("" if seed is None else f"-seed{seed}") for kind, view, seed in todo]
+    jobs = [{"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path), "overrides": overrides,
+             "out_dir": str(out), "eval_limit": eval_limit, "task_limit": task_limit}
+            for key, (kind, view, seed) in zip(keys, todo) if key not in cells]
+    todo_keys = [k for k in keys if k not in cells]
+    n = resolve_workers(workers, len(jobs))
+
+    def save(i, cell):
+        cells[todo_keys[i]] = cell
         atomic_write_json(cells_path, cells)
 
+    run_jobs(sft_cell, jobs, workers=n, threads=max(1, threads // n), on_done=save, desc="SFT grid",
+             progress=progress)
     summary = {}
     for view in variants:
         for kind in ("base", "sft"):
@@ -251,8 +275,9 @@ def run_sft_grid(recipe_path, variants=("plain", "progress"), seeds=(0, 1, 2), o
                     "per_seed": {str(r["seed"]): r[m] for r in rows}}
                 for m in ("format_validity", "step_exact_match", "call_exact_match", "task_success")}
     metrics = {"summary": summary, "cells": cells, "seeds": list(seeds), "variants": list(variants),
-               "recipe": asdict(base_recipe), "held_out": {"n_steps": len(val), "n_tasks": len(val_tasks)},
+               "recipe": asdict(base_recipe), "held_out": {"n_steps": len(splits["validation"]), "n_tasks": n_val_tasks},
                "provenance": provenance(seeds=list(seeds), wall_clock_s=round(time.time() - t0, 1),
-                                        wall_clock_note="this invocation only (finished cells are reused)")}
+                                        wall_clock_note="this invocation only (finished cells are reused)",
+                                        workers=n, threads_per_worker=max(1, threads // n) if n > 1 else None)}
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

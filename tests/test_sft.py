@@ -1,4 +1,6 @@
 """SFT with TRL: loss masks through TRL's own preprocessing, resume after a kill, checkpoints in 05, bad recipes."""
+import json
+
 import pytest
 import torch
 from datasets import Dataset
@@ -171,3 +173,26 @@ def test_cpu_compact_fused_head_same_loss_and_grads(toy_path, monkeypatch):
     assert torch.allclose(a.log_probs, b.log_probs, atol=1e-5) and torch.equal(a.is_top1, b.is_top1)
     assert torch.allclose(a.entropy, b.entropy, atol=1e-4)
     assert ga.keys() == gb.keys() and all(torch.allclose(ga[k], gb[k], atol=1e-6) for k in ga)
+
+
+def test_grid_cells_side_by_side_match_one_process(pag_dir, tmp_path):
+    """Two spawned single-thread workers give the same cells as one single-thread process; a rerun reuses them."""
+    from parl_mt_lib.runtime import set_threads
+    from parl_mt_lib.sft import run_sft_grid
+
+    set_threads(1)
+    kw = dict(variants=("progress",), seeds=(0, 1), eval_limit=4, task_limit=1, progress=False,
+              overrides={"data": str(pag_dir), "max_steps": 3, "save_steps": 3, "logging_steps": 1,
+                         "per_device_train_batch_size": 2})
+    one = run_sft_grid(RECIPE, out_dir=tmp_path / "one", workers=1, **kw)
+    two = run_sft_grid(RECIPE, out_dir=tmp_path / "two", workers=2, threads=2, **kw)
+    assert two["provenance"]["workers"] == 2 and one["provenance"]["workers"] == 1
+    drop = ("train_runtime_s", "final_dir")
+    strip = lambda m: {k: {f: v for f, v in c.items() if f not in drop} for k, c in m["cells"].items()}  # noqa: E731
+    assert set(one["cells"]) == {"base-progress", "sft-progress-seed0", "sft-progress-seed1"}
+    assert strip(one) == strip(two)
+    weights = tmp_path / "two" / "progress" / "seed0" / "final" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = run_sft_grid(RECIPE, out_dir=tmp_path / "two", workers=2, threads=2, **kw)
+    assert weights.stat().st_mtime_ns == stamp
+    assert again["cells"] == json.loads(json.dumps(two["cells"]))  # reused from cells.json, not retrained
