@@ -100,7 +100,7 @@ def score_labelled_positions_only_on_cpu() -> bool:
     the labelled positions through the LM head on Triton devices, but *every* position (system prompt, user,
     tool text, padding) elsewhere, so that XLA devices do not recompile for each new shape. Nothing recompiles
     on the CPU, where the toy's 4k-vocabulary head dominates the step: scoring only the completion makes toy SFT
-    ~3.6x faster (0.63 -> 0.18 s per step of 16 rows, 2 threads; LOG.md) with the same loss up to float rounding
+    ~3.5x faster (0.63 -> 0.18 s per step of 16 rows, 2 threads; LOG.md) with the same loss up to float rounding
     (``tests/test_sft.py::test_cpu_compact_fused_head_same_loss_and_grads``). Only that decision is patched, in
     ``trl.trainer.utils``' namespace; the kernels' own Triton check is untouched. Idempotent; returns whether the
     patch is in place (``False`` when a TRL release no longer has the hook: training is then just slower).
@@ -250,19 +250,19 @@ def run_sft_grid(recipe_path, variants=("plain", "progress"), seeds=(0, 1, 2), o
     cells = json.loads(cells_path.read_text()) if cells_path.exists() else {}
 
     todo = [("base", v, None) for v in variants] + [("sft", v, s) for v in variants for s in seeds]
-    keys = [f"{kind}-{view}" + ("" if seed is None else f"-seed{seed}") for kind, view, seed in todo]
-    jobs = [{"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path), "overrides": overrides,
-             "out_dir": str(out), "eval_limit": eval_limit, "task_limit": task_limit}
-            for key, (kind, view, seed) in zip(keys, todo) if key not in cells]
-    todo_keys = [k for k in keys if k not in cells]
-    n = resolve_workers(workers, len(jobs))
+    pending = {f"{kind}-{view}" + ("" if seed is None else f"-seed{seed}"):
+               {"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path), "overrides": overrides,
+                "out_dir": str(out), "eval_limit": eval_limit, "task_limit": task_limit}
+               for kind, view, seed in todo}
+    pending = {key: job for key, job in pending.items() if key not in cells}
+    n = resolve_workers(workers, len(pending))
 
     def save(i, cell):
-        cells[todo_keys[i]] = cell
+        cells[list(pending)[i]] = cell
         atomic_write_json(cells_path, cells)
 
-    run_jobs(sft_cell, jobs, workers=n, threads=max(1, threads // n), on_done=save, desc="SFT grid",
-             progress=progress)
+    run_jobs(sft_cell, list(pending.values()), workers=n, threads=max(1, threads // n), on_done=save,
+             desc="SFT grid", progress=progress)
     summary = {}
     for view in variants:
         for kind in ("base", "sft"):
