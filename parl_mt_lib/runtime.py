@@ -84,40 +84,37 @@ def run_jobs(fn, jobs: list[dict], *, workers: int = 1, threads: int = 1, on_don
     """``[fn(**job) for job in jobs]``, ``workers`` at a time; ``on_done(i, result)`` runs here as each finishes
     (save progress there, so a failure or a kill loses only the unfinished jobs).
 
-    Written by hand because the grids' cells (one SFT or RL training each) are independent, and on a 2-core CPU two
+    Written by hand because the SFT grid's cells (one training each) are independent, and on a 2-core CPU two
     single-thread trainings side by side get ~1.4x the work done of one two-thread training (LOG.md). With
     ``workers == 1`` the jobs run in this process with its thread setting; otherwise in spawned processes (torch
     is not fork-safe) with ``threads`` torch threads each. ``fn`` must be importable (a module-level function).
     A job's exception is re-raised here after the jobs not yet started are cancelled.
     """
-    from tqdm.auto import tqdm
-
-    results = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
-    if workers <= 1:
-        for i, job in enumerate(jobs):
-            results[i] = fn(**job)
-            if on_done is not None:
-                on_done(i, results[i])
-            bar.update()
-        bar.close()
-        return results
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                               initializer=set_threads, initargs=(threads,))
-    try:
-        futures = {pool.submit(fn, **job): i for i, job in enumerate(jobs)}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            results[i] = fut.result()
-            if on_done is not None:
-                on_done(i, results[i])
-            bar.update()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
+    from tqdm.auto import tqdm
+
+    results = [None] * len(jobs)
+    pool = None
+    if workers > 1:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                   initializer=set_threads, initargs=(threads,))
+    with tqdm(total=len(jobs), desc=desc, disable=not progress) as bar:
+        try:
+            if pool is None:
+                finished = ((i, fn(**job)) for i, job in enumerate(jobs))
+            else:
+                futures = {pool.submit(fn, **job): i for i, job in enumerate(jobs)}
+                finished = ((futures[fut], fut.result()) for fut in as_completed(futures))
+            for i, result in finished:
+                results[i] = result
+                if on_done is not None:
+                    on_done(i, result)
+                bar.update()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 

@@ -244,24 +244,23 @@ def run_sft_grid(recipe_path, variants=("plain", "progress"), seeds=(0, 1, 2), o
     out.mkdir(parents=True, exist_ok=True)
     base_recipe = load_recipe(recipe_path, overrides)
     check_recipe(base_recipe)
-    splits, tasks = load_pag(repo_path(base_recipe.data))
+    splits, _ = load_pag(repo_path(base_recipe.data))
     n_val_tasks = len(sorted({e["task_id"] for e in splits["validation"]})[:task_limit])
     cells_path = out / "cells.json"
     cells = json.loads(cells_path.read_text()) if cells_path.exists() else {}
 
     todo = [("base", v, None) for v in variants] + [("sft", v, s) for v in variants for s in seeds]
-    pending = {f"{kind}-{view}" + ("" if seed is None else f"-seed{seed}"):
-               {"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path), "overrides": overrides,
-                "out_dir": str(out), "eval_limit": eval_limit, "task_limit": task_limit}
-               for kind, view, seed in todo}
-    pending = {key: job for key, job in pending.items() if key not in cells}
+    keys = [f"{kind}-{view}" + ("" if seed is None else f"-seed{seed}") for kind, view, seed in todo]
+    pending = [(key, {"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path),
+                      "overrides": overrides, "out_dir": str(out), "eval_limit": eval_limit, "task_limit": task_limit})
+               for key, (kind, view, seed) in zip(keys, todo) if key not in cells]
     n = resolve_workers(workers, len(pending))
 
     def save(i, cell):
-        cells[list(pending)[i]] = cell
+        cells[pending[i][0]] = cell
         atomic_write_json(cells_path, cells)
 
-    run_jobs(sft_cell, list(pending.values()), workers=n, threads=max(1, threads // n), on_done=save,
+    run_jobs(sft_cell, [job for _, job in pending], workers=n, threads=max(1, threads // n), on_done=save,
              desc="SFT grid", progress=progress)
     summary = {}
     for view in variants:
