@@ -37,8 +37,9 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .evaluate import evaluate, seed_interval, wilson
+    from .evaluate import evaluate
     from .pag_build import load_pag
+    from .stats import seed_interval, wilson
 
     t0 = time.time()
     benchmarks = benchmarks or {"synthetic": {"tasks": "results/01_pag_toy", "limit": 40},

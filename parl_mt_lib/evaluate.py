@@ -22,21 +22,15 @@ import inspect
 import math
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from .bfcl import entry_by_id, load_entries, resolve_categories
 from .calls import CallParseError, parse_calls
 from .runtime import ConfigError, append_jsonl, atomic_write_json, provenance, read_jsonl
+from .stats import T95, seed_interval, wilson  # noqa: F401  (moved to stats; re-exported for old imports)
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
-
-@dataclass
-class Verdict:
-    valid: bool
-    reason: str = ""
-    error_type: str | None = None
+from .envs.base import Verdict  # noqa: E402  (one verdict type for every benchmark)
 
 
 def _mtu():
@@ -167,28 +161,7 @@ def agreement_with_official(rows: list[dict], entries=None) -> dict:
     return {"checked": checked, "agree": agree, "skipped_untrusted": skipped, "disagreements": disagreements}
 
 
-# ---------------------------------------------------------------- statistics
-
-
-def wilson(correct: int, total: int, z: float = 1.96) -> list[float]:
-    if total == 0:
-        return [0.0, 0.0]
-    p = correct / total
-    d = 1 + z * z / total
-    c = (p + z * z / (2 * total)) / d
-    h = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / d
-    return [max(0.0, c - h), min(1.0, c + h)]
-
-
-def seed_interval(values: list[float]) -> list[float] | None:
-    """95% t-interval of a mean rate over seeds, clipped to [0, 1] (``None`` with one seed)."""
-    n = len(values)
-    if n < 2:
-        return None
-    m = sum(values) / n
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    h = T95.get(n - 1, 1.96) * sd / math.sqrt(n)
-    return [max(0.0, m - h), min(1.0, m + h)]  # rates: clipped to [0, 1]
+# ---------------------------------------------------------------- summaries (intervals: stats.py)
 
 
 def summarize(rows: list[dict], categories: list[str], seeds: list[int]) -> dict:
@@ -298,7 +271,7 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
         t0 = [time.time()]
 
         def write(ep, seed=seed):
-            v = score_entry(ep.entry, ep.calls_per_turn())
+            v = ep.benchmark.score(ep.task, ep)  # the task's benchmark's own official verdict
             append_jsonl(rows_path, _episode_row(ep, seed, v, time.time() - t0[0]))
             t0[0] = time.time()
 

@@ -235,9 +235,9 @@ def run_sft_grid(recipe_path, variants=("plain", "progress"), seeds=(0, 1, 2), o
     ``metrics.json`` (+ CSVs). Finished (variant, seed) cells are skipped on a rerun; a killed one resumes.
     ``workers`` cells run side by side (``None``: one per CPU core, 1 on a GPU), each with ``threads // workers``
     torch threads; with one worker the cells run in this process."""
-    from .evaluate import seed_interval
     from .pag_build import load_pag
     from .runtime import resolve_workers, run_jobs
+    from .stats import seed_interval
 
     t0 = time.time()
     out = repo_path(out_dir)
