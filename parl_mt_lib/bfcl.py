@@ -46,6 +46,13 @@ class Entry:
     def long_context(self) -> bool:
         return "long_context" in self.category
 
+    @property
+    def benchmark(self) -> str:
+        """The registered benchmark that plays and scores this task (:mod:`parl_mt_lib.envs`)."""
+        return "synthetic" if self.category == "synthetic" else "bfcl"
+
+    instructions = ""  # no benchmark text beyond BFCL's own system prompt
+
     def turn_messages(self, turn: int, style: str = "python") -> list[dict]:
         """User messages of a turn as BFCL's prompting loop sends them (hold-out docs included)."""
         if turn in self.missed_functions:

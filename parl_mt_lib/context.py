@@ -1,10 +1,14 @@
 """Context builders: episode record -> the messages the policy sees at the next step; plus token masks.
 
-A builder is a pure function of the episode record (turns, steps, results), so the rollout driver
-never changes when the context changes. ``FullHistoryContext`` is BFCL's own context: system prompt
-with all tool docs, then every user message, assistant output and tool result so far. The
-progress-aware mode of PARL-MT (summary + plan replace the history) is another builder with the
-same two methods.
+A builder is a pure function of the episode record (user turns, steps, results) and sees only the benchmark
+protocol (:mod:`parl_mt_lib.envs`), so the rollout driver never changes when the context changes.
+
+* ``FullHistoryContext`` is BFCL's own context: system prompt with all tool docs, then every user message,
+  assistant output and tool result so far.
+* ``ProgressContext`` is PARL-MT's: system prompt with tools (+ the progress instruction), the current request,
+  the latest step's summary + plan *and the calls it made* (canonical text, in the call style), and those calls'
+  results; at a new turn the previous turn's last summary is carried into the request. The exact rendered format
+  is in README ("The progress context, exactly").
 
 Example:
     >>> from parl_mt_lib.bfcl import entry_by_id
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import json
 
+from .calls import parse_calls, render_calls
+from .progress_format import INSTRUCTION, INSTRUCTION_SHORT, format_progress, parse_progress
 from .runtime import ConfigError
 
 PROMPTINGS = ("plain", "cot")
@@ -87,6 +93,21 @@ def as_tools(functions: list[dict]) -> list[dict]:
     return [{"type": "function", "function": f} for f in functions]
 
 
+def user_messages(turn, style: str = "python") -> list[dict]:
+    """A user turn as the model reads it: with ``style="python"`` tool docs first offered in this turn are put in
+    front of its message, as BFCL's prompting loop does (``json``: they go through the template's ``tools=``)."""
+    msgs = [dict(m) for m in turn.messages]
+    if turn.functions and style == "python" and msgs:
+        msgs[0]["content"] = f"{turn.functions}\n{msgs[0]['content']}"
+    return msgs
+
+
+def calls_text(step, style: str = "python") -> str:
+    """The calls a step made (canonical, re-rendered from parsed literals) as model text in the call style."""
+    calls = [c for text in step.calls for c in parse_calls(text)]
+    return render_calls(calls, style) if calls else ""
+
+
 class FullHistoryContext:
     """BFCL's context: the whole conversation so far (grows with every step)."""
 
@@ -95,25 +116,26 @@ class FullHistoryContext:
     def __init__(self, style: str = "python", prompting: str = "plain", tool_docs: str = "full"):
         system_prompt([], style, prompting, tool_docs)  # validate early
         self.style, self.prompting, self.tool_docs = style, prompting, tool_docs
-        self._system: dict[tuple, str] = {}  # (entry id, doc names) -> system prompt (a 40k-char JSON dump)
+        self._system: dict[tuple, str] = {}  # (task id, doc names) -> system prompt (a 40k-char JSON dump)
 
-    def system_message(self, entry) -> dict:
-        key = (entry.id, tuple(f["name"] for f in entry.functions))
+    def system_message(self, task) -> dict:
+        key = (task.id, tuple(f["name"] for f in task.functions))
         if key not in self._system:
-            funcs = entry.functions if self.style == "python" else None
-            self._system[key] = system_prompt(funcs, self.style, self.prompting, self.tool_docs)
+            funcs = task.functions if self.style == "python" else None
+            text = system_prompt(funcs, self.style, self.prompting, self.tool_docs)
+            extra = getattr(task, "instructions", "")
+            self._system[key] = text + ("\n\n" + extra if extra else "")
         return {"role": "system", "content": self._system[key]}
 
     def tools(self, episode) -> list[dict] | None:
         if self.style != "json" or self.tool_docs == "none":
             return None
-        return as_tools(episode.entry.functions_at(episode.turn))
+        return as_tools(episode.functions())
 
     def messages(self, episode) -> list[dict]:
-        entry = episode.entry
-        msgs = [self.system_message(entry)]
-        for turn in range(episode.turn + 1):
-            msgs.extend(entry.turn_messages(turn, self.style))
+        msgs = [self.system_message(episode.task)]
+        for turn, user in enumerate(episode.turns):
+            msgs.extend(user_messages(user, self.style))
             for step in episode.steps_of(turn):
                 msgs.append({"role": "assistant", "content": step.output})
                 for call, result in zip(step.calls, step.results):
@@ -121,10 +143,40 @@ class FullHistoryContext:
         return msgs
 
 
+class ProgressContext(FullHistoryContext):
+    """PARL-MT's context: system + tools, the current request, the latest summary/plan with the calls the model
+    actually made, and their results. At the start of a turn the previous turn's last summary is carried into the
+    user message. A latest output without a progress block is shown as its calls only.
+    """
+
+    name = "progress"
+
+    def system_message(self, task) -> dict:
+        msg = super().system_message(task)
+        extra = INSTRUCTION_SHORT if self.tool_docs == "minimal" else INSTRUCTION
+        return {"role": "system", "content": msg["content"] + "\n\n" + extra}
+
+    def messages(self, episode) -> list[dict]:
+        turn = episode.turn
+        msgs = [self.system_message(episode.task)] + user_messages(episode.turns[turn], self.style)
+        now = episode.steps_of(turn)
+        if now:  # the latest summary + plan, the calls it made (what the model did, not what it planned), results
+            last = now[-1]
+            block, act = parse_progress(last.output), calls_text(last, self.style)
+            content = format_progress(block.summary, block.plan, act) if block else act
+            msgs.append({"role": "assistant", "content": content})
+            msgs += [{"role": "tool", "name": c, "content": r} for c, r in zip(last.calls, last.results)]
+        elif episode.steps:  # new turn: carry the latest summary forward
+            block = parse_progress(episode.steps[-1].output)
+            if block and block.summary and len(msgs) > 1:
+                first = dict(msgs[1])
+                first["content"] = f"<summary>{block.summary}</summary>\n\n" + first["content"]
+                msgs[1] = first
+        return msgs
+
+
 def make_context(mode: str = "full_history", **kw):
     """Context builder by name: ``full_history`` (BFCL) or ``progress`` (PARL-MT: summary + plan replace history)."""
-    from .progress import ProgressContext
-
     builders = {"full_history": FullHistoryContext, "progress": ProgressContext}
     if mode not in builders:
         raise ConfigError(f"unknown context mode {mode!r}; choose from {sorted(builders)}")

@@ -1,9 +1,8 @@
-"""Progress awareness: teachers that write requests / summaries / plans, and the progress-aware context.
+"""Progress awareness: teachers that write requests / summaries / plans, and the teacher policy.
 
 Every step's assistant output in PARL-MT is ``<summary>…</summary><plan>…</plan>`` followed by the call
-(or by nothing, when the turn is over). :class:`ProgressContext` builds the next prompt from the
-system prompt with tools, the current request, the latest such output and the latest tool results —
-not the raw history — and carries the latest summary into the next user turn.
+(or by nothing, when the turn is over); the format lives in :mod:`.progress_format` and the progress-aware
+context that reads it in :mod:`.context` (``ProgressContext``, re-exported here).
 
 Teachers share one interface (``request``, ``clarify``, ``progress``):
 * :class:`TemplateTeacher` — deterministic, offline, written from the executed trajectory (default);
@@ -31,22 +30,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .calls import Call, CallParseError, parse_calls, render_calls, strip_preamble
-from .context import FullHistoryContext
+from .calls import Call, CallParseError, parse_calls, render_calls
+from .context import FullHistoryContext, ProgressContext  # noqa: F401  (ProgressContext: re-exported)
 from .policies import gold_step
+from .progress_format import format_progress, parse_progress
 from .rollout import Generation
-
-PROGRESS_INSTRUCTION = (
-    "Before each action, write a short summary of what has been asked and done so far inside "
-    "<summary>...</summary> and a plan of what remains for the current request inside <plan>...</plan>; "
-    "then output the function calls (or nothing, if the request is complete or cannot be done)."
-)
-
-PROGRESS_INSTRUCTION_SHORT = "First write <summary>...</summary> and <plan>...</plan>, then the calls."
-
-
-def format_progress(summary: str, plan: str, call_text: str = "") -> str:
-    return f"<summary>{summary}</summary><plan>{plan}</plan>{call_text}"
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -140,40 +128,6 @@ class TemplateTeacher:
         return summary, plan
 
 
-class ProgressContext(FullHistoryContext):
-    """PARL-MT's context: system + tools, the current request, the latest summary/plan/call and its results.
-
-    At the start of a turn the previous turn's last summary is carried into the user message.
-    """
-
-    name = "progress"
-
-    def system_message(self, entry) -> dict:
-        msg = super().system_message(entry)
-        extra = PROGRESS_INSTRUCTION_SHORT if self.tool_docs == "minimal" else PROGRESS_INSTRUCTION
-        return {"role": "system", "content": msg["content"] + "\n\n" + extra}
-
-    def messages(self, episode) -> list[dict]:
-        entry, turn = episode.entry, episode.turn
-        request = entry.turn_messages(turn, self.style)
-        msgs = [self.system_message(entry)] + request
-        now = episode.steps_of(turn)
-        if now:  # the latest summary + plan (not the call: the summary says what was done) and its results
-            last = now[-1]
-            _, blocks = strip_preamble(last.output)
-            progress = format_progress(blocks.get("summary", ""), blocks.get("plan", "")) if blocks else last.output
-            msgs.append({"role": "assistant", "content": progress})
-            msgs += [{"role": "tool", "name": c, "content": r} for c, r in zip(last.calls, last.results)]
-        elif episode.steps:  # new turn: carry the latest summary forward
-            _, blocks = strip_preamble(episode.steps[-1].output)
-            if blocks.get("summary"):
-                carried = f"<summary>{blocks['summary']}</summary>\n\n"
-                first = dict(msgs[1])
-                first["content"] = carried + first["content"]
-                msgs[1] = first
-        return msgs
-
-
 class TeacherPolicy:
     """Replays the gold calls, writing the teacher's summary + plan before each (one call per step)."""
 
@@ -219,9 +173,9 @@ class LLMTeacher(TemplateTeacher):
                             for m in FullHistoryContext().messages(ep)[1:])
         answer = self.backend.complete([LLM_PROMPT.format(history=history,
                                                           remaining=[c.render() for c in remaining])])[0]
-        _, blocks = strip_preamble(answer or "")
-        if "summary" in blocks and "plan" in blocks:
-            return blocks["summary"], blocks["plan"]
+        block = parse_progress((answer or "").strip())
+        if block is not None:
+            return block.summary, block.plan
         self.fallbacks += 1
         return super().progress(ep, remaining)
 

@@ -1,10 +1,11 @@
-"""The rollout driver: runs a policy through BFCL entries turn by turn and step by step.
+"""The rollout driver: plays tasks of any benchmark turn by turn and step by step.
 
-Loop per turn, as BFCL's prompting loop: ask the policy for a message; parse it (never execute it);
-no call -> the turn ends; unparseable -> the step is recorded with its reason and the turn ends;
-otherwise each call is dispatched to the environment and its result becomes a tool message. A turn
-whose step count exceeds BFCL's limit (20) force-quits the episode (BFCL then fails the entry).
-Many episodes advance together so an HF policy can batch its ``generate`` calls.
+The driver sees only the benchmark protocol (:mod:`parl_mt_lib.envs`): the task's benchmark builds its environment
+and its user source; the user source gives each user turn (``None``: the conversation is over). Per turn, as BFCL's
+prompting loop: ask the policy for a message; parse it (never execute it); no call -> the turn ends (the message is
+the agent's reply to the user); unparseable -> the step is recorded with its reason and the turn ends; otherwise
+each call is dispatched to the environment and its result becomes a tool message. A turn whose step count exceeds
+the limit (BFCL's 20) force-quits the episode. Many episodes advance together so a model backend can batch.
 
 Example:
     >>> from parl_mt_lib.bfcl import load_entries
@@ -20,8 +21,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from .calls import CallParseError, parse_calls
-from .context import FullHistoryContext
-from .env import Environment
+from .envs.base import UserTurn, benchmark_of
 
 MAX_STEPS = 20  # bfcl_eval.constants.default_prompts.MAXIMUM_STEP_LIMIT
 
@@ -64,10 +64,14 @@ class Generation:
 
 @dataclass
 class Episode:
-    """An entry being played: its environment, current turn, every step and why each turn ended."""
+    """A task being played: its benchmark, environment and user, the user turns so far, every step, and why
+    each turn ended. ``Episode.start`` builds it from the task's benchmark (or the one given)."""
 
-    entry: object
-    env: Environment | None = None
+    task: object
+    benchmark: object = None
+    env: object = None
+    user: object = None
+    turns: list[UserTurn] = field(default_factory=list)  # user turns received so far
     turn: int = 0
     steps: list[Step] = field(default_factory=list)
     turn_end: list[str] = field(default_factory=list)  # per finished turn: no_call | parse_error | max_steps | policy_error
@@ -75,8 +79,26 @@ class Episode:
     force_quit: bool = False
 
     def __post_init__(self):
+        self.benchmark = self.benchmark or benchmark_of(self.task)
         if self.env is None:
-            self.env = Environment(self.entry)
+            self.env = self.benchmark.environment(self.task)
+        if self.user is None:
+            self.user = self.benchmark.user(self.task)
+        if not self.turns and not self.done:
+            first = self.user.next(self)
+            if first is None:
+                self.done = True
+            else:
+                self.turns.append(first)
+
+    @property
+    def entry(self):
+        """The task (the name predates the benchmark protocol; BFCL calls tasks entries)."""
+        return self.task
+
+    def functions(self) -> list[dict]:
+        """Tool docs offered so far: the task's, plus those a user turn added (BFCL miss_func)."""
+        return list(self.task.functions) + [d for t in self.turns for d in t.functions]
 
     def steps_of(self, turn: int) -> list[Step]:
         return [s for s in self.steps if s.turn == turn]
@@ -86,13 +108,16 @@ class Episode:
         return [[c for s in self.steps_of(t) for c in s.calls] for t in range(len(self.turn_end))]
 
     def end_turn(self, reason: str) -> None:
+        """Close the current turn; then the user source says the next turn or ends the conversation."""
         self.turn_end.append(reason)
-        self.turn += 1
         if reason == "max_steps":
             self.force_quit = True
-        if self.force_quit or self.turn >= len(self.entry.turns):
+        nxt = None if self.force_quit else self.user.next(self)
+        if nxt is None:
             self.done = True
-            self.turn = min(self.turn, len(self.entry.turns) - 1)
+            return
+        self.turns.append(nxt)
+        self.turn += 1
 
     def record(self, gen: Generation, max_steps: int = MAX_STEPS) -> Step:
         """Parse one generation, execute its calls and advance the turn state."""
@@ -121,20 +146,28 @@ class Episode:
 
 
 def run_episodes(policy, entries, context=None, *, max_steps: int = MAX_STEPS, batch_size: int = 8,
-                 progress: bool = True, on_episode=None, on_step=None) -> list[Episode]:
-    """Play every entry to the end with ``policy``; ``context`` defaults to full history.
+                 progress: bool = True, on_episode=None, on_step=None, benchmark=None) -> list[Episode]:
+    """Play every task to the end with ``policy``; ``context`` defaults to full history; ``benchmark`` defaults
+    to each task's own (:func:`parl_mt_lib.envs.benchmark_of`).
 
     ``batch_size`` episodes advance together (one ``policy.generate`` call per step across them).
     ``on_episode(ep)`` is called as each episode finishes (used for incremental result writing);
     ``on_step(ep, step)`` after every recorded step (used for replays and cost accounting).
     """
+    from .context import FullHistoryContext
+
     context = context or FullHistoryContext(style=getattr(policy, "style", "python"))
     entries = list(entries)
     finished: list[Episode] = []
     bar = tqdm(total=len(entries), desc=f"episodes ({getattr(policy, 'name', 'policy')})", disable=not progress)
     for start in range(0, len(entries), batch_size):
-        active = [Episode(e) for e in entries[start:start + batch_size]]
-        chunk = list(active)
+        chunk = [Episode(e, benchmark) for e in entries[start:start + batch_size]]
+        for ep in chunk:
+            if ep.done:  # the user had nothing to say
+                bar.update(1)
+                if on_episode:
+                    on_episode(ep)
+        active = [ep for ep in chunk if not ep.done]
         while active:
             requests = [StepRequest(context.messages(ep), context.tools(ep), ep) for ep in active]
             for ep, gen in zip(active, policy.generate(requests)):
