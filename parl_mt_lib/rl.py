@@ -1,11 +1,12 @@
-"""PAG-RL and MT-GRPO: one small GRPO loop over real multi-turn rollouts; the context builder is the only difference.
-
-Per iteration: sample training tasks (synthetic, never evaluation entries), play ``group_size`` episodes
-of each with the current policy through the same rollout driver as evaluation (``progress`` context for
-PAG-RL, ``full_history`` for MT-GRPO), score every step with the reward registry, turn rewards into
-advantages (:mod:`parl_mt_lib.grpo`), update, log rewards and costs. Checkpoints every ``save_every``
-iterations; a rerun with the same output directory resumes from the last one and reaches the same
-final step. Own loop, not TRL's ``GRPOTrainer``: see ``../shared/notes/trl.md`` and :mod:`.grpo`.
+"""PAG-RL and MT-GRPO: the RL loop (one small GRPO loop over real multi-turn rollouts; the context builder is
+the only difference between the methods). Per iteration :func:`train_rl` samples training tasks (synthetic,
+never evaluation entries), plays ``group_size`` episodes of each with the current policy through the same
+rollout driver as evaluation (``progress`` context for PAG-RL, ``full_history`` for MT-GRPO), turns them into
+scored step samples (:mod:`.rl_samples`), updates the policy (:mod:`.rl_update`, loss pieces in :mod:`.grpo`)
+and logs rewards, costs and the sampler-vs-trainer log-prob gap (:func:`iteration_row`); checkpoints every
+``save_every`` iterations, and a rerun with the same output directory resumes from the last one and reaches
+the same final step; :func:`finish_rl` writes ``final/`` and ``metrics.json``; :func:`run_rl_grid` runs seeds.
+Own loop, not TRL's ``GRPOTrainer``: see ``../shared/notes/trl.md`` and :mod:`.grpo`.
 
 Example (the toy recipe for 2 iterations; needs notebooks 01 and 02 run first)::
 
@@ -18,193 +19,17 @@ Example (the toy recipe for 2 iterations; needs notebooks 01 and 02 run first)::
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
-import resource
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from .rl_recipe import METHODS, RLRecipe, check_rl_recipe, context_mode, load_rl_recipe, rl_tasks  # noqa: F401
+from .rl_samples import score_episodes, step_samples  # noqa: F401  (re-exported: one import for the RL API)
+from .rl_update import (Reference, last_rl_checkpoint, load_policy_model, peak_memory_mb,  # noqa: F401
+                        save_checkpoint, trainable_parameters, update)
 from .runtime import ConfigError, append_jsonl, atomic_dir, atomic_write_json, provenance, read_jsonl, repo_path
-
-# ------------------------------------------------------------------ rollouts -> step samples
-
-def _turn_success(entry, turns: list[list[str]]) -> list[bool]:
-    """Official checker on the episode's turns ``[0..t]`` for every played turn ``t`` (turn-level credit)."""
-    from .evaluate import score_entry
-
-    return [score_entry(dataclasses.replace(entry, gold=entry.gold[:t + 1], turns=entry.turns[:t + 1]),
-                        turns[:t + 1]).valid for t in range(len(turns))]
-
-
-def score_episodes(episodes: list, recipe: RLRecipe) -> list[dict]:
-    """Per episode: official verdict, per-step reward terms, episode reward and per-turn rewards."""
-    from .evaluate import score_entry
-    from .rewards import score_steps, step_views, weighted
-
-    view = METHODS[recipe.method][1]
-    names = sorted(set(recipe.rewards) | (set(recipe.turn_rewards) if recipe.method == "mt_grpo" else set()))
-    out = []
-    for ep in episodes:
-        turns = ep.calls_per_turn()
-        ok = score_entry(ep.entry, turns).valid
-        turn_ok = _turn_success(ep.entry, turns) if "turn" in names else [False] * len(turns)
-        terms = score_steps(step_views(ep, view, ok, turn_ok), names)
-        mean = {n: sum(t[n] for t in terms) / max(len(terms), 1) for n in names}
-        per_turn = {}
-        for t in sorted({s.turn for s in ep.steps}) if recipe.method == "mt_grpo" else []:
-            tt = [x for x, s in zip(terms, ep.steps) if s.turn == t]
-            per_turn[t] = weighted({n: sum(x[n] for x in tt) / len(tt) for n in names}, recipe.turn_rewards)
-        out.append({"success": ok, "terms": mean, "step_terms": terms,
-                    "reward": weighted(mean, recipe.rewards), "turn_rewards": per_turn})
-    return out
-
-
-def step_samples(episodes: list, scored: list[dict], recipe: RLRecipe, group_of) -> list[dict]:
-    """Training samples, one per generated step, each with its advantage (see :mod:`parl_mt_lib.grpo`)."""
-    from .grpo import episode_advantages, turn_advantages
-
-    groups: dict = {}
-    for k, ep in enumerate(episodes):
-        groups.setdefault(group_of(ep), []).append(k)
-    adv = episode_advantages(groups, {k: s["reward"] for k, s in enumerate(scored)}, recipe.scale_advantages)
-    tadv = {}
-    if recipe.method == "mt_grpo":
-        tr = {(k, t): r for k, s in enumerate(scored) for t, r in s["turn_rewards"].items()}
-        tadv = turn_advantages(groups, tr, recipe.scale_advantages)
-    samples = []
-    for k, ep in enumerate(episodes):
-        for step in ep.steps:
-            if not step.completion_ids:
-                continue  # the policy produced nothing (e.g. context overflow): no tokens to train on
-            a = adv[k] + recipe.turn_lambda * tadv.get((k, step.turn), 0.0)
-            samples.append({"prompt_ids": step.prompt_ids, "completion_ids": step.completion_ids,
-                            "logprobs": step.logprobs, "advantage": a, "episode": k, "turn": step.turn})
-    return samples
-
-
-# ------------------------------------------------------------------ model, update, checkpoints
-
-def _trainable(model):
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def load_policy_model(recipe: RLRecipe, checkpoint: str | None = None):
-    """The starting policy (an SFT adapter is merged first), with fresh LoRA adapters if ``recipe.lora``;
-    from ``checkpoint`` when resuming."""
-    import torch
-
-    from .models import load_model
-
-    model, tok = load_model(recipe.init_path(), dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    if recipe.lora:
-        from peft import LoraConfig, PeftModel, get_peft_model
-
-        if checkpoint:
-            model = PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
-        else:
-            model = get_peft_model(model, LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
-                                                     lora_dropout=recipe.lora_dropout,
-                                                     target_modules=recipe.target_modules, task_type="CAUSAL_LM"))
-    elif checkpoint:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=model.dtype).to(model.device)
-    if recipe.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    return model, tok
-
-
-class Reference:
-    """Log-probs under the reference policy: the adapter-disabled model (LoRA) or a frozen copy of the init."""
-
-    def __init__(self, model, recipe: RLRecipe):
-        self.frozen = None
-        if not recipe.lora:
-            self.frozen, _ = load_policy_model(dataclasses.replace(recipe, gradient_checkpointing=False))
-            self.frozen.requires_grad_(False)
-
-    def logps(self, model, ids, attn, temperature: float = 1.0):
-        import torch
-
-        from .grpo import token_logps
-
-        with torch.no_grad():
-            if self.frozen is not None:
-                return token_logps(self.frozen, ids, attn, temperature)
-            with model.disable_adapter():
-                return token_logps(model, ids, attn, temperature)
-
-
-def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int, ref: Reference | None) -> dict:
-    """One iteration's optimiser step(s) on the step samples; returns loss / KL / clipping statistics."""
-    import torch
-
-    from .grpo import grpo_loss, pad_batch, token_logps
-
-    if not samples or (all(s["advantage"] == 0 for s in samples) and (ref is None or recipe.beta == 0)):
-        return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": True}
-    n_tokens = sum(len(s["completion_ids"]) for s in samples)
-    T = recipe.temperature  # log-probs of the distribution the samples were drawn from (top-p aside)
-    mbs = [samples[i:i + recipe.micro_batch_size] for i in range(0, len(samples), recipe.micro_batch_size)]
-    batches = [pad_batch(mb, pad_id, model.device) for mb in mbs]
-    advs = [torch.tensor([s["advantage"] for s in mb], device=model.device) for mb in mbs]
-    with torch.no_grad():
-        refs = [ref.logps(model, ids, attn, T) if ref is not None else None for ids, attn, _ in batches]
-        olds = [token_logps(model, ids, attn, T) for ids, attn, _ in batches] if recipe.updates_per_iteration > 1 else None
-    model.train()
-    tot = {"loss": 0.0, "kl_sum": 0.0, "clipped_sum": 0.0, "tokens": 0.0}
-    for _ in range(recipe.updates_per_iteration):
-        optimizer.zero_grad(set_to_none=True)
-        for j, ((ids, attn, comp), a) in enumerate(zip(batches, advs)):
-            logp = token_logps(model, ids, attn, T)
-            old = olds[j] if olds is not None else logp.detach()
-            loss, st = grpo_loss(logp, old, refs[j], a, comp, n_tokens, recipe.clip_eps, recipe.clip_eps_high,
-                                 recipe.beta)
-            loss.backward()
-            tot["loss"] += float(loss.detach())
-            for k in ("kl_sum", "clipped_sum", "tokens"):
-                tot[k] += st[k]
-        gn = torch.nn.utils.clip_grad_norm_(_trainable(model), recipe.max_grad_norm)
-        optimizer.step()
-    model.eval()
-    u = recipe.updates_per_iteration
-    return {"loss": tot["loss"] / u, "kl": tot["kl_sum"] / max(tot["tokens"], 1),
-            "clip_frac": tot["clipped_sum"] / max(tot["tokens"], 1), "grad_norm": float(gn), "skipped": False}
-
-
-def last_rl_checkpoint(out_dir) -> Path | None:
-    ckpts = sorted(Path(out_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    ckpts = [c for c in ckpts if (c / "state.json").exists()]
-    return ckpts[-1] if ckpts else None
-
-
-def save_checkpoint(out_dir, iteration: int, model, tok, optimizer, keep: int = 2) -> Path:
-    import torch
-
-    path = Path(out_dir) / f"checkpoint-{iteration}"
-    with atomic_dir(path) as tmp:
-        model.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        atomic_write_json(tmp / "state.json", {"iteration": iteration})
-    for old in sorted(Path(out_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
-def peak_memory_mb() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; process peak so far
-
 
 # ------------------------------------------------------------------ the loop
 
@@ -267,7 +92,7 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
     ckpt = last_rl_checkpoint(out) if resume else None
     start = json.loads((ckpt / "state.json").read_text())["iteration"] if ckpt else 0
     model, tok = load_policy_model(recipe, str(ckpt) if ckpt else None)
-    optimizer = torch.optim.AdamW(_trainable(model), lr=recipe.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=recipe.learning_rate, weight_decay=0.0)
     if ckpt:
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     rows_path = out / "iterations.jsonl"

@@ -9,8 +9,9 @@ from parl_mt_lib.bfcl import entry_by_id
 from parl_mt_lib.context import make_context, render_prompt
 from parl_mt_lib.grpo import pad_batch, token_logps
 from parl_mt_lib.policies import HFPolicy
-from parl_mt_lib.rl import (Reference, load_policy_model, load_rl_recipe, rl_tasks, score_episodes, step_samples,
-                            train_rl, update)
+from parl_mt_lib.rl import load_rl_recipe, rl_tasks, train_rl
+from parl_mt_lib.rl_samples import score_episodes, step_samples
+from parl_mt_lib.rl_update import Reference, load_policy_model, update
 from parl_mt_lib.rollout import Episode, Generation, StepRequest, run_episodes
 from parl_mt_lib.runtime import ConfigError
 

@@ -1,0 +1,152 @@
+"""The RL policy and its update: load the starting policy (:func:`load_policy_model`, an SFT adapter merged
+first, fresh LoRA adapters when the recipe asks), reference log-probs for the KL term (:class:`Reference`),
+one iteration's optimiser step(s) on step samples (:func:`update`, loss pieces in :mod:`parl_mt_lib.grpo`),
+checkpoints (:func:`save_checkpoint`, :func:`last_rl_checkpoint`) and peak memory. The loop that calls these
+lives in :mod:`parl_mt_lib.rl`; step samples come from :mod:`parl_mt_lib.rl_samples`.
+
+Example (one update of the toy on one hand-made sample)::
+
+    >>> import torch
+    >>> from parl_mt_lib.models import load_model
+    >>> from parl_mt_lib.rl_recipe import load_rl_recipe
+    >>> from parl_mt_lib.toy_model import build_toy_model
+    >>> model, tok = load_model(str(build_toy_model()))
+    >>> sample = {"prompt_ids": tok("hello").input_ids, "completion_ids": tok(" ls()").input_ids,
+    ...           "advantage": 1.0}
+    >>> opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    >>> row = update(model, opt, [sample], load_rl_recipe("recipes/toy/pag_rl.yaml"), tok.pad_token_id, None)
+    >>> row["skipped"], row["clip_frac"]
+    (False, 0.0)
+"""
+from __future__ import annotations
+
+import dataclasses
+import resource
+import shutil
+from pathlib import Path
+
+from .rl_recipe import RLRecipe
+from .runtime import atomic_dir, atomic_write_json
+
+
+def trainable_parameters(model) -> list:
+    """The parameters the optimiser updates (all of them, or only the LoRA adapters)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def load_policy_model(recipe: RLRecipe, checkpoint: str | None = None):
+    """The starting policy (an SFT adapter is merged first), with fresh LoRA adapters if ``recipe.lora``;
+    from ``checkpoint`` when resuming."""
+    import torch
+
+    from .models import load_model
+
+    model, tok = load_model(recipe.init_path(), dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if recipe.lora:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if checkpoint:
+            model = PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
+        else:
+            model = get_peft_model(model, LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
+                                                     lora_dropout=recipe.lora_dropout,
+                                                     target_modules=recipe.target_modules, task_type="CAUSAL_LM"))
+    elif checkpoint:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=model.dtype).to(model.device)
+    if recipe.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, tok
+
+
+class Reference:
+    """Log-probs under the reference policy: the adapter-disabled model (LoRA) or a frozen copy of the init."""
+
+    def __init__(self, model, recipe: RLRecipe):
+        self.frozen = None
+        if not recipe.lora:
+            self.frozen, _ = load_policy_model(dataclasses.replace(recipe, gradient_checkpointing=False))
+            self.frozen.requires_grad_(False)
+
+    def logps(self, model, ids, attn, temperature: float = 1.0):
+        import torch
+
+        from .grpo import token_logps
+
+        with torch.no_grad():
+            if self.frozen is not None:
+                return token_logps(self.frozen, ids, attn, temperature)
+            with model.disable_adapter():
+                return token_logps(model, ids, attn, temperature)
+
+
+def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int, ref: Reference | None) -> dict:
+    """One iteration's optimiser step(s) on the step samples; returns loss / KL / clipping statistics."""
+    import torch
+
+    from .grpo import grpo_loss, pad_batch, token_logps
+
+    if not samples or (all(s["advantage"] == 0 for s in samples) and (ref is None or recipe.beta == 0)):
+        return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": True}
+    n_tokens = sum(len(s["completion_ids"]) for s in samples)
+    T = recipe.temperature  # log-probs of the distribution the samples were drawn from (top-p aside)
+    mbs = [samples[i:i + recipe.micro_batch_size] for i in range(0, len(samples), recipe.micro_batch_size)]
+    batches = [pad_batch(mb, pad_id, model.device) for mb in mbs]
+    advs = [torch.tensor([s["advantage"] for s in mb], device=model.device) for mb in mbs]
+    with torch.no_grad():
+        refs = [ref.logps(model, ids, attn, T) if ref is not None else None for ids, attn, _ in batches]
+        olds = [token_logps(model, ids, attn, T) for ids, attn, _ in batches] if recipe.updates_per_iteration > 1 else None
+    model.train()
+    tot = {"loss": 0.0, "kl_sum": 0.0, "clipped_sum": 0.0, "tokens": 0.0}
+    for _ in range(recipe.updates_per_iteration):
+        optimizer.zero_grad(set_to_none=True)
+        for j, ((ids, attn, comp), a) in enumerate(zip(batches, advs)):
+            logp = token_logps(model, ids, attn, T)
+            old = olds[j] if olds is not None else logp.detach()
+            loss, st = grpo_loss(logp, old, refs[j], a, comp, n_tokens, recipe.clip_eps, recipe.clip_eps_high,
+                                 recipe.beta)
+            loss.backward()
+            tot["loss"] += float(loss.detach())
+            for k in ("kl_sum", "clipped_sum", "tokens"):
+                tot[k] += st[k]
+        gn = torch.nn.utils.clip_grad_norm_(trainable_parameters(model), recipe.max_grad_norm)
+        optimizer.step()
+    model.eval()
+    u = recipe.updates_per_iteration
+    return {"loss": tot["loss"] / u, "kl": tot["kl_sum"] / max(tot["tokens"], 1),
+            "clip_frac": tot["clipped_sum"] / max(tot["tokens"], 1), "grad_norm": float(gn), "skipped": False}
+
+
+def last_rl_checkpoint(out_dir) -> Path | None:
+    """The newest complete ``checkpoint-<iteration>`` under ``out_dir`` (one with ``state.json``), or None."""
+    ckpts = sorted(Path(out_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    ckpts = [c for c in ckpts if (c / "state.json").exists()]
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(out_dir, iteration: int, model, tok, optimizer, keep: int = 2) -> Path:
+    """Weights (or adapter), tokenizer, optimiser state and the iteration, written atomically; keeps the last
+    ``keep`` checkpoints."""
+    import torch
+
+    path = Path(out_dir) / f"checkpoint-{iteration}"
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        atomic_write_json(tmp / "state.json", {"iteration": iteration})
+    for old in sorted(Path(out_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated since the last reset (GPU), or the process's peak RSS so far (CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; process peak so far
