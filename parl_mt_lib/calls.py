@@ -198,3 +198,104 @@ def render_calls(calls: list[Call], style: str = "python") -> str:
             "<tool_call>\n" + json.dumps({"name": c.name, "arguments": c.kwargs}) + "\n</tool_call>" for c in calls
         )
     raise ValueError(f"unknown call style {style!r}; use 'python' or 'json'")
+
+
+# ------------------------------------------------------------------ comparison
+#
+# Hand-written rather than a deep-diff library (deepdiff, dictdiffer): we need a *hashable* key, so that
+# calls can sit in sets and multisets (rewards count remaining gold calls), and one type rule that
+# deep-diff tools do not offer as a single switch (bool apart from numbers, list and tuple alike).
+
+def value_key(value: Any) -> Any:
+    """Hashable key of an argument value; two values get equal keys iff they are the same argument.
+
+    The rule is BFCL's: its multi-turn checker compares executed state with Python ``==``, so numbers
+    compare by value (``10 == 10.0``). Two departures from plain ``==``, both about types:
+
+    * ``bool`` is not a number: ``True`` never equals ``1`` (nor ``False`` ``0``), because a flag and
+      a count are different arguments even though Python says ``True == 1``;
+    * a ``list`` and a ``tuple`` with the same items are the same sequence (the JSON tool-call format
+      has no tuple, so the same call written in the two formats must compare equal).
+
+    Lists, tuples, sets and dicts compare recursively with the same rule; dict keys too.
+
+    Example:
+        >>> value_key(10) == value_key(10.0), value_key(True) == value_key(1)
+        (True, False)
+        >>> value_key({"a": [1, (2.0, False)]}) == value_key({"a": (1.0, [2, False])})
+        True
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float, complex)):
+        return ("num", value)  # hash(10) == hash(10.0) and 10 == 10.0: equal keys, same bucket
+    if isinstance(value, (list, tuple)):
+        return ("seq", tuple(value_key(v) for v in value))
+    if isinstance(value, (set, frozenset)):
+        return ("set", frozenset(value_key(v) for v in value))
+    if isinstance(value, dict):
+        return ("map", frozenset((value_key(k), value_key(v)) for k, v in value.items()))
+    if value is None or isinstance(value, (str, bytes)):
+        return (type(value).__name__, value)
+    return (type(value).__name__, repr(value))  # no other literal reaches here (parser: literals only)
+
+
+def _as_call(call_or_text: "Call | str") -> Call:
+    if isinstance(call_or_text, Call):
+        return call_or_text
+    calls = parse_calls(call_or_text)
+    if len(calls) != 1:
+        raise CallParseError(f"expected exactly one call, got {len(calls)}")
+    return calls[0]
+
+
+def call_key(call_or_text: "Call | str", param_order: dict[str, list[str]] | None = None) -> tuple:
+    """Hashable canonical key of one call: its name and keyword arguments, keyword order ignored,
+    values by :func:`value_key` (numbers by value, ``bool`` apart from numbers).
+
+    Positional arguments are named from ``param_order`` (function -> parameter names in doc order,
+    e.g. :func:`parl_mt_lib.bfcl.param_order`) via :meth:`Call.with_keywords`; a function that
+    ``param_order`` does not list (or ``param_order=None``) keeps them positional in the key.
+    Text that is not exactly one call raises :class:`CallParseError`.
+
+    Example:
+        >>> call_key("mv(destination='b', source='a')") == call_key("mv(source='a', destination='b')")
+        True
+        >>> call_key("f(n=10.0)") == call_key(Call("f", {"n": 10})), call_key("f(a=True)") == call_key("f(a=1)")
+        (True, False)
+        >>> call_key("sort('a.txt')", {"sort": ["file_name"]}) == call_key("sort(file_name='a.txt')")
+        True
+    """
+    call = _as_call(call_or_text)
+    names = None if param_order is None else param_order.get(call.name)
+    if names is not None:
+        call = call.with_keywords(names)
+    return (call.name, tuple(value_key(a) for a in call.args),
+            frozenset((k, value_key(v)) for k, v in call.kwargs.items()))
+
+
+def same_call(a: "Call | str", b: "Call | str", param_order: dict[str, list[str]] | None = None) -> bool:
+    """Whether two calls (each a :class:`Call` or call text) are the same call under :func:`call_key`.
+    Text that does not parse to exactly one call never equals anything (not even itself).
+
+    Example:
+        >>> same_call("f(n=10, m='x')", "f(m='x', n=10.0)"), same_call("f(", "f(")
+        (True, False)
+    """
+    try:
+        return call_key(a, param_order) == call_key(b, param_order)
+    except (CallParseError, ValueError):
+        return False
+
+
+def same_calls(a_list, b_list, param_order: dict[str, list[str]] | None = None) -> bool:
+    """Whether two ordered sequences of calls are pairwise :func:`same_call` (same length, same order).
+
+    Example:
+        >>> same_calls(["cd(folder='a')", "ls(a=True)"], [Call("cd", {"folder": "a"}), "ls(a=True)"])
+        True
+        >>> same_calls(["cd(folder='a')", "ls(a=True)"], ["ls(a=True)", "cd(folder='a')"])
+        False
+    """
+    a_list, b_list = list(a_list), list(b_list)
+    return len(a_list) == len(b_list) and all(same_call(a, b, param_order) for a, b in zip(a_list, b_list))

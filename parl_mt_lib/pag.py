@@ -19,7 +19,7 @@ import copy
 import random
 import re
 
-from .calls import CallParseError, parse_calls, strip_preamble
+from .calls import CallParseError, parse_calls, same_calls, strip_preamble
 from .context import FullHistoryContext
 from .env import Environment
 from .progress import ProgressContext, TeacherPolicy, TemplateTeacher
@@ -93,15 +93,22 @@ def lexical_verify(example: dict) -> tuple[bool, str]:
 
 
 def calls_equal(text: str, gold: str | None) -> bool:
-    """Whether a generated message's calls equal the gold call(s) after keyword normalisation."""
+    """Whether a generated message's calls equal the gold call(s), in order, compared parsed
+    (:func:`~parl_mt_lib.calls.same_calls`: positional arguments named from the docs, keyword order
+    ignored, numbers by value, ``True`` never equal to ``1``). Unparseable text equals nothing.
+
+    Example:
+        >>> calls_equal("[mv(destination='b', source='a')]", "mv(source='a', destination='b')")
+        True
+    """
     from .bfcl import param_order
 
     try:
-        got = [c.with_keywords(param_order().get(c.name, [])) for c in parse_calls(text)]
+        got = parse_calls(text)
     except (CallParseError, ValueError):
         return False
     want = [] if gold is None else [c for g in gold.split("; ") for c in parse_calls(g)]
-    return [c.render() for c in got] == [c.render() for c in want]
+    return same_calls(got, want, param_order())
 
 
 def policy_verify(examples: list[dict], tasks: dict, generate, k: int = 1, threshold: float = 1.0) -> list[tuple]:

@@ -12,10 +12,13 @@ correctness, task success, efficiency) but gives no weights; ours live in the re
                   the call is not exact; 0 else. A step without calls scores 1 if every gold call of the turn
                   was already made, else 0 (stopping early earns nothing: without the function credit a
                   policy that cannot yet get arguments right learns to stop — LOG.md, 2026-11-24 RL).
+                  Calls compare parsed, never as strings (:func:`~parl_mt_lib.calls.same_call`: keyword
+                  order ignored, numbers by value as BFCL's checker does, ``True`` never equal to ``1``);
+                  single arguments likewise (:func:`~parl_mt_lib.calls.value_key`).
 * ``task``        1 if the official checker accepts the whole episode (same value on every step).
 * ``turn``        1 if the official checker accepts the episode's turns up to this step's turn (turn-level).
-* ``efficiency``  -1 if the step lies beyond the turn's gold step count or repeats a call made earlier in
-                  the turn, else 0.
+* ``efficiency``  -1 if the step lies beyond the turn's gold step count or repeats (same rule as ``call``) a
+                  call made earlier in the turn, else 0.
 
 Example:
     >>> s = StepView("<summary>s</summary><plan>p</plan>[ls(a=1)]", "progress", calls=("ls(a=1)",),
@@ -29,10 +32,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass
 
-from .calls import CallParseError, parse_calls
+from .calls import CallParseError, call_key, parse_calls, value_key
 from .runtime import ConfigError
 
 _PROGRESS = re.compile(r"^\s*<summary>.*?</summary>\s*<plan>.*?</plan>", re.DOTALL)
@@ -62,7 +64,8 @@ def is_error(result: str) -> bool:
 
 @dataclass(frozen=True)
 class StepView:
-    """One step as the reward functions see it; call strings are canonical (keyword arguments)."""
+    """One step as the reward functions see it; call strings are canonical (keyword arguments, positional
+    ones named from the docs by :func:`step_views`) and compare by :func:`~parl_mt_lib.calls.call_key`."""
 
     completion: str
     view: str = "progress"
@@ -84,8 +87,28 @@ def _parsed(text: str):
         return None
 
 
+def _key(text: str):
+    """:func:`~parl_mt_lib.calls.call_key` of a call string; for text that is not one call, a fresh object
+    (equal to nothing, so an unparseable call never matches, never counts as made or repeated)."""
+    try:
+        return call_key(text)
+    except (CallParseError, ValueError):
+        return object()
+
+
+def _remaining(gold, made) -> list[str]:
+    """Gold calls not yet made: multiset difference by call key (each made call removes one equal gold call)."""
+    left = [(_key(g), g) for g in gold]
+    for key in map(_key, made):
+        i = next((i for i, (k, _) in enumerate(left) if k == key), None)
+        if i is not None:
+            del left[i]
+    return [g for _, g in left]
+
+
 def _call_score(call_text: str, result: str, remaining: list[str]) -> float:
-    if call_text in remaining:
+    key = _key(call_text)
+    if any(_key(g) == key for g in remaining):
         return 0.0 if is_error(result) else 1.0
     got = _parsed(call_text)
     best = 0.0
@@ -93,7 +116,7 @@ def _call_score(call_text: str, result: str, remaining: list[str]) -> float:
         want = _parsed(gold)
         if got is None or want is None or want.name != got.name:
             continue
-        shared = sum(got.kwargs.get(k, object()) == v for k, v in want.kwargs.items())
+        shared = sum(k in got.kwargs and value_key(got.kwargs[k]) == value_key(v) for k, v in want.kwargs.items())
         best = max(best, 0.25 + 0.5 * shared / max(len(want.kwargs), 1))
     return best
 
@@ -105,14 +128,13 @@ def format_reward(s: StepView) -> float:
 def call_reward(s: StepView) -> float:
     if s.error is not None:
         return 0.0
-    remaining = list((Counter(s.turn_gold) - Counter(s.calls_before)).elements())
+    remaining = _remaining(s.turn_gold, s.calls_before)
     if not s.calls:
         return float(not remaining)
     scores = []
     for call, result in zip(s.calls, s.results):
         scores.append(_call_score(call, result, remaining))
-        if call in remaining:
-            remaining.remove(call)
+        remaining = _remaining(remaining, [call])
     return sum(scores) / len(scores)
 
 
@@ -126,7 +148,8 @@ def turn_reward(s: StepView) -> float:
 
 def efficiency_reward(s: StepView) -> float:
     gold_steps = len(s.turn_gold) + 1  # one call per step, then the turn-ending step
-    repeated = any(c in s.calls_before for c in s.calls)
+    made = {_key(c) for c in s.calls_before}
+    repeated = any(_key(c) in made for c in s.calls)
     return -1.0 if s.step_in_turn >= gold_steps or repeated else 0.0
 
 

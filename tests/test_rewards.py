@@ -6,6 +6,8 @@ from parl_mt_lib.runtime import ConfigError
 
 P = "<summary>done: nothing</summary><plan>next: ls</plan>"
 GOLD = ("cd(folder='docs')", "mv(source='a.txt', destination='b.txt')")
+MV_REORDERED = "mv(destination='b.txt', source='a.txt')"
+TAIL = ("tail(file_name='a.txt', lines=10)",)
 
 # (name, StepView kwargs, expected)
 CASES = [
@@ -40,6 +42,25 @@ CASES = [
     ("efficiency", dict(completion="", calls=("ls()",), turn_gold=GOLD, step_in_turn=3), -1.0),  # beyond gold
     ("efficiency", dict(completion="", calls=("cd(folder='docs')",), turn_gold=GOLD, step_in_turn=1,
                         calls_before=("cd(folder='docs')",)), -1.0),     # repeated call
+    # issue 11: calls compare parsed (keyword order never matters, numbers by value, bool is not a number)
+    ("call", dict(completion="", calls=(MV_REORDERED,), results=("None",), turn_gold=GOLD), 1.0),  # was 0.75
+    ("call", dict(completion="", calls=("tail(file_name='a.txt', lines=10.0)",), results=("None",),
+                  turn_gold=TAIL), 1.0),                                  # was 0.75
+    ("call", dict(completion="", calls=("tail(file_name='b.txt', lines=10.0)",), results=("None",),
+                  turn_gold=TAIL), 0.5),                                  # 1 of 2 arguments: 10.0 is 10
+    ("call", dict(completion="", calls=("ls(a=1)",), results=("None",), turn_gold=("ls(a=True)",)), 0.25),  # was 0.75
+    ("call", dict(completion="", calls=(GOLD[1],), results=("None",), turn_gold=GOLD,
+                  calls_before=(MV_REORDERED,)), 0.0),                     # gold call already made: was 1.0
+    ("call", dict(completion="", turn_gold=GOLD, calls_before=(MV_REORDERED, GOLD[0])), 1.0),  # turn done: was 0.0
+    ("call", dict(completion="", calls=(MV_REORDERED, GOLD[1]), results=("None", "None"), turn_gold=GOLD),
+     0.5),                                                                # one gold mv, made twice: was 0.875
+    ("call", dict(completion="", calls=("mv(",), results=("None",), turn_gold=("mv(",)), 0.0),  # text equals nothing
+    ("efficiency", dict(completion="", calls=(MV_REORDERED,), turn_gold=GOLD, step_in_turn=1,
+                        calls_before=(GOLD[1],)), -1.0),                  # reordered repeat: was 0.0
+    ("efficiency", dict(completion="", calls=("tail(file_name='a.txt', lines=10)",), turn_gold=TAIL * 3,
+                        step_in_turn=1, calls_before=("tail(file_name='a.txt', lines=10.0)",)), -1.0),  # was 0.0
+    ("efficiency", dict(completion="", calls=("ls(a=1)",), turn_gold=GOLD, step_in_turn=1,
+                        calls_before=("ls(a=True)",)), 0.0),              # not a repeat: 1 is not True
 ]
 
 
@@ -81,3 +102,28 @@ def test_step_views_from_a_played_episode():
     terms = score_steps(views, ["format", "call", "efficiency", "task"])
     assert all(t == {"format": 1.0, "call": 1.0, "efficiency": 0.0, "task": 1.0} for t in terms)
     assert views[1].calls_before == views[0].calls and views[1].step_in_turn == 1
+
+
+def test_call_reward_on_rewritten_gold_calls_of_real_tasks():
+    """Property over BFCL's own gold: every gold call with its keywords shuffled and its numbers retyped
+    (int <-> integral float, bools kept) still earns the full ``call`` reward and counts as a repeat."""
+    import random
+
+    from parl_mt_lib.bfcl import load_entries
+    from parl_mt_lib.calls import Call
+
+    rnd = random.Random(11)
+    gold = [c for e in load_entries("multi_turn_base", limit=40) for t in e.gold_calls for c in t]
+    rewritten = 0
+    for call in gold:
+        items = [(k, float(v) if type(v) is int else int(v) if type(v) is float and v.is_integer() else v)
+                 for k, v in call.kwargs.items()]
+        rnd.shuffle(items)
+        variant = Call(call.name, dict(items)).render()
+        rewritten += variant != call.render()
+        view = StepView("", calls=(variant,), results=("None",), turn_gold=(call.render(),))
+        assert REWARDS["call"](view) == 1.0, (variant, call.render())
+        repeat = StepView("", calls=(variant,), turn_gold=(call.render(),) * 3, step_in_turn=1,
+                          calls_before=(call.render(),))
+        assert REWARDS["efficiency"](repeat) == -1.0
+    assert rewritten > 20  # the loop exercised real reorderings / retypings, not only one-argument calls
