@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from .calls import render_calls
 from .context import render_prompt
@@ -68,15 +69,61 @@ class OraclePolicy:
             out.append(Generation(text, prompt_tokens=n))
         return out
 
+    def reseed(self, seed: int) -> None:
+        pass
+
+    def load_weights(self, model=None, adapter_dir=None) -> None:
+        pass  # no weights
+
 
 class ScriptedPolicy:
-    """Answers ``fn(request) -> str`` for every request: a weight-free stand-in for a model."""
+    """Answers ``fn(request) -> str`` for every request: a weight-free stand-in for a model (``MockModel``).
 
-    def __init__(self, fn, name: str = "scripted", style: str = "python"):
-        self.fn, self.name, self.style = fn, name, style
+    With a ``tokenizer`` and ``keep_tokens=True`` it also returns the prompt ids (the request rendered by the
+    tokenizer's chat template) and the completion ids (the text + end-of-turn token), without sampler log-probs:
+    enough for the RL loop to train a model on scripted rollouts (the trainer's log-probs then stand in for them).
+    """
+
+    def __init__(self, fn, name: str = "scripted", style: str = "python", tokenizer=None, keep_tokens: bool = False):
+        self.fn, self.name, self.style, self.tok, self.keep_tokens = fn, name, style, tokenizer, keep_tokens
 
     def generate(self, requests):
-        return [Generation(self.fn(r)) for r in requests]
+        out = []
+        for r in requests:
+            gen = Generation(self.fn(r))
+            if self.tok is not None:
+                ids = self.tok(render_prompt(self.tok, r.messages, r.tools), add_special_tokens=False).input_ids
+                comp = self.tok(gen.text, add_special_tokens=False).input_ids + [self.tok.eos_token_id]
+                gen.prompt_tokens, gen.completion_tokens = len(ids), len(comp)
+                if self.keep_tokens:
+                    gen.prompt_ids, gen.completion_ids = list(ids), comp
+            out.append(gen)
+        return out
+
+    def reseed(self, seed: int) -> None:
+        pass
+
+    def load_weights(self, model=None, adapter_dir=None) -> None:
+        pass  # no weights
+
+
+@contextmanager
+def checkpoint_generation_defaults_off(model):
+    """Generate without the checkpoint's ``generation_config`` defaults (Qwen2.5-Instruct ships
+    ``repetition_penalty: 1.05, top_k: 20, top_p: 0.8``): transformers fills every knob a call leaves unset from
+    the checkpoint's config, so the sampler would not draw from the distribution the trainer scores. Inside this
+    block the model's config holds only its special-token ids; unset knobs then take transformers' neutral global
+    defaults (``top_k`` 50 is not neutral: callers pass ``top_k=0``)."""
+    from transformers import GenerationConfig
+
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = target.generation_config
+    target.generation_config = GenerationConfig(bos_token_id=saved.bos_token_id, eos_token_id=saved.eos_token_id,
+                                                pad_token_id=saved.pad_token_id)
+    try:
+        yield
+    finally:
+        target.generation_config = saved
 
 
 class HFPolicy:
@@ -89,6 +136,12 @@ class HFPolicy:
 
     ``keep_tokens=True`` (RL rollouts) also returns the prompt and completion token ids and the
     log-probabilities of the sampled tokens under the sampling distribution (temperature / top-p applied).
+
+    Sampling is exactly temperature + top-p over the plain softmax: the checkpoint's own generation defaults
+    (repetition penalty, top-k, ...) are switched off (:func:`checkpoint_generation_defaults_off`), so the
+    sampler draws from the distribution the RL trainer scores (its log-probs divide the logits by the same
+    temperature). ``load_weights`` takes new weights: a model object (RL: the trainer's model, shared in process)
+    or a PEFT adapter directory.
     """
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 256, temperature: float = 0.0,
@@ -108,6 +161,16 @@ class HFPolicy:
 
         torch.manual_seed(seed)
 
+    def load_weights(self, model=None, adapter_dir=None) -> None:
+        """New weights for the next rollouts: a model object, or a PEFT adapter directory on this base model."""
+        if model is not None:
+            self.model = model
+        if adapter_dir is not None:
+            from peft import PeftModel
+
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+
     def generate(self, requests):
         prompts = [render_prompt(self.tok, r.messages, r.tools) for r in requests]
         ids = [self.tok(p, add_special_tokens=False).input_ids for p in prompts]
@@ -124,10 +187,10 @@ class HFPolicy:
 
         batch = self.tok.pad({"input_ids": [ids[i] for i in fits]}, return_tensors="pt").to(self.model.device)
         sample = self.temperature > 0
-        with torch.no_grad():
+        with torch.no_grad(), checkpoint_generation_defaults_off(self.model):
             gen = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=sample,
-                                      temperature=self.temperature if sample else None,
-                                      top_p=self.top_p if sample else None, top_k=None,
+                                      temperature=self.temperature if sample else 1.0,
+                                      top_p=self.top_p if sample else 1.0, top_k=0, repetition_penalty=1.0,
                                       pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
                                       output_scores=self.keep_tokens, return_dict_in_generate=True)
         new = gen.sequences[:, batch["input_ids"].shape[1]:]
@@ -176,6 +239,12 @@ class OpenAIPolicy:
 
     def reseed(self, seed: int) -> None:
         self.seed = seed
+
+    def load_weights(self, model=None, adapter_dir=None) -> None:
+        """The server owns its weights: serve the new ones there (e.g. ``vllm serve --enable-lora``)."""
+        if model is not None or adapter_dir is not None:
+            raise PolicyError("an OpenAI-compatible endpoint cannot take weights from here; "
+                              "load them into the server and pass its model name")
 
     def _post(self, payload: dict) -> dict:
         data = json.dumps(payload).encode()
