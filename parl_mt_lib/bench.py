@@ -74,3 +74,16 @@ def rollout_overhead(model, tokenizer, entries, max_new_tokens: int = 32) -> dic
             "generate_inside_loop_s": round(gen_time[0], 3), "raw_generate_s": round(raw_s, 3),
             "overhead_s": round(loop_s - raw_s, 3), "overhead_pct": round(100 * (loop_s - raw_s) / raw_s, 1),
             "prompt_tokens_mean": round(statistics.mean(ptoks), 1), "prompt_tokens_max": max(ptoks)}
+
+
+def full_logits_token_logps(model, ids, attn, comp=None, temperature: float = 1.0):
+    """REFERENCE ONLY: the RL update's log-probs before issue 11 (the LM head over every position of the padded
+    prompt + completion batch; position 0 gets 0), kept to time against and to test
+    :func:`~parl_mt_lib.grpo.completion_logps` against. ``comp`` is accepted and ignored so both fit
+    :func:`~parl_mt_lib.rl_update.update`'s ``logps_fn``."""
+    import torch
+
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
+    lp = torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None]).squeeze(2)
+    return torch.cat([torch.zeros_like(lp[:, :1]), lp], 1)
+

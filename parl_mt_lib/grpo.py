@@ -1,4 +1,4 @@
-"""GRPO pieces for multi-turn step samples: advantages (PAG-RL / MT-GRPO), token log-probs, the clipped loss.
+"""GRPO pieces for multi-turn step samples: advantages (PAG-RL / MT-GRPO), completion log-probs, the clipped loss.
 
 Written by hand because TRL's ``GRPOTrainer`` wants one completion per prompt and advantages grouped by
 position; a PARL-MT episode yields a variable number of step samples, each with its own prompt (the
@@ -72,11 +72,26 @@ def pad_batch(samples: list[dict], pad_id: int, device=None):
     return ids.to(device), attn.to(device), comp.to(device)
 
 
-def token_logps(model, ids, attn, temperature: float = 1.0) -> torch.Tensor:
-    """Log-prob of each token given its prefix (position 0 gets 0), under the sampling temperature (as TRL)."""
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
-    lp = torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None]).squeeze(2)
-    return torch.cat([torch.zeros_like(lp[:, :1]), lp], 1)
+def completion_logps(model, ids, attn, comp, temperature: float = 1.0) -> torch.Tensor:
+    """Log-prob of each completion token given its prefix under the sampling temperature (as TRL), 0 at every
+    other position; ``ids, attn, comp`` as :func:`pad_batch` returns them.
+
+    The LM head runs only on the positions that predict a completion token: transformers' ``logits_to_keep``
+    takes a boolean ``(batch, length)`` mask and projects just those hidden states (rows keep their right
+    padding and natural positions, so no position-id bookkeeping). The prompt's logits, most of the old cost
+    (vocab x prompt length per sample), are never formed; the loss and gradients are the full-logits ones
+    (``tests/test_grpo.py`` compares them with :func:`parl_mt_lib.bench.full_logits_token_logps`).
+    """
+    target = comp.bool().clone()
+    target[:, 0] = False  # a first token has no prefix to be predicted from
+    keep = torch.zeros_like(target)
+    keep[:, :-1] = target[:, 1:]
+    logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=keep).logits
+    if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep: select the same positions here
+        logits = logits[keep]
+    logits = logits.float() / temperature
+    lp = torch.log_softmax(logits, -1).gather(1, ids[target][:, None]).squeeze(1)
+    return torch.zeros(ids.shape, dtype=lp.dtype, device=lp.device).masked_scatter(target, lp)
 
 
 def grpo_loss(logp, old_logp, ref_logp, adv, mask, n_tokens: int, clip_eps: float = 0.2,

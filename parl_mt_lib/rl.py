@@ -83,11 +83,10 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
 
     check_rl_recipe(recipe)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / "recipe.resolved.json"
-    if saved.exists() and resume and json.loads(saved.read_text()) != json.loads(json.dumps(asdict(recipe))):
-        raise ConfigError(f"{out} holds a run with another recipe; pass a new output directory (or resume=False)")
-    atomic_write_json(saved, asdict(recipe))
+    from .runtime import claim_dir  # only this run (same recipe, init checkpoint, data) resumes in ``out``
+
+    claim_dir(out, rl_fingerprint(recipe), what="recipe or inputs", hint="pass a new output directory")
+    atomic_write_json(out / "recipe.resolved.json", asdict(recipe))
     train, held = rl_tasks(recipe)
     ckpt = last_rl_checkpoint(out) if resume else None
     start = json.loads((ckpt / "state.json").read_text())["iteration"] if ckpt else 0
@@ -141,6 +140,19 @@ def first_last(values: list[float], frac: float = 0.2) -> tuple[float, float]:
     return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
+def logprob_gap_summary(rows: list[dict]) -> dict:
+    """Sampler-vs-trainer log-prob gap over a run: the mean of the iterations' means and the largest maximum
+    (iterations without sampler log-probs left out; None when none has them).
+
+    >>> logprob_gap_summary([{"logprob_gap_mean": 1e-6, "logprob_gap_max": 1e-5},
+    ...                      {"logprob_gap_mean": 3e-6, "logprob_gap_max": 4e-5}, {"logprob_gap_mean": None}])
+    {'logprob_gap_mean': 2e-06, 'logprob_gap_max': 4e-05}
+    """
+    got = [r for r in rows if r.get("logprob_gap_mean") is not None]
+    return {"logprob_gap_mean": sum(r["logprob_gap_mean"] for r in got) / len(got) if got else None,
+            "logprob_gap_max": max(r["logprob_gap_max"] for r in got) if got else None}
+
+
 def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float) -> dict:
     """Final held-out evaluation, ``final/`` (merged weights, loadable by 05_evaluate) and ``metrics.json``."""
     rows = sorted(read_jsonl(out / "iterations.jsonl"), key=lambda r: r["iteration"])
@@ -158,7 +170,7 @@ def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float
         "reward_first20": first, "reward_last20": last,
         "heldout_start": rows[0].get("heldout_success") if rows else None,
         "heldout_final": heldout_success(merged, tok, held, recipe), "n_heldout_tasks": len(held),
-        "cost": {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in cost_keys},
+        "cost": {**{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in cost_keys}, **logprob_gap_summary(rows)},
         "final_dir": str(final), "recipe": asdict(recipe),
         "provenance": provenance(seeds=[recipe.seed], wall_clock_s=round(wall_s, 1),
                                  wall_clock_note="this invocation only (resumed work excluded)"),
@@ -167,23 +179,51 @@ def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float
     return metrics
 
 
+def rl_fingerprint(recipe: RLRecipe) -> dict:
+    """The run's card (:mod:`parl_mt_lib.runtime`): the resolved recipe + fingerprints of the starting checkpoint
+    and the PAG data. ``train_rl`` resumes only a directory holding the same one."""
+    from .runtime import artifact_card, input_fingerprint
+
+    return artifact_card(asdict(recipe), {"init": input_fingerprint(recipe.init_path()),
+                                          "data": input_fingerprint(repo_path(recipe.data))})
+
+
+def rl_seed_cell(recipe_path, overrides: dict | None, seed: int, run_dir, progress: bool = True) -> dict:
+    """One cell of the RL grid: train (or resume) one seed; a directory left by another recipe or inputs is
+    replaced (it is this cell's own). The run's fingerprint goes into ``final/``, the checkpoint's identity."""
+    from .runtime import claim_dir, write_fingerprint
+
+    recipe = load_rl_recipe(recipe_path, {**(overrides or {}), "seed": seed})
+    check_rl_recipe(recipe)
+    card = rl_fingerprint(recipe)
+    claim_dir(run_dir, card, replace=True)
+    m = train_rl(recipe, run_dir, progress=progress)
+    write_fingerprint(m["final_dir"], card)
+    return m
+
+
 def run_rl_grid(recipe_path, seeds=(0, 1, 2), out_dir="results/03_pag_rl", overrides: dict | None = None,
-                progress: bool = True) -> dict:
-    """Train one RL recipe over seeds (finished seeds are reused, a killed one resumes); write the summary
-    ``metrics.json`` with per-seed ``reward_first20`` / ``reward_last20`` and ``iterations.csv``."""
+                progress: bool = True, workers: int | None = 1, threads: int = 1) -> dict:
+    """Train one RL recipe over seeds through :func:`parl_mt_lib.grid.run_grid` (a finished seed is reused only
+    while its fingerprint -- recipe, starting checkpoint, data -- matches, else retrained; a killed one
+    resumes); write the summary ``metrics.json`` with per-seed ``reward_first20`` / ``reward_last20``,
+    ``iterations.csv`` and ``heldout.csv``. ``workers`` seeds run side by side (default 1: in this process)."""
     import pandas as pd
+
+    from .grid import Cell, run_grid
 
     t0 = time.time()
     out = repo_path(out_dir)
-    per_seed = {}
+    cells = []
     for seed in seeds:
         recipe = load_rl_recipe(recipe_path, {**(overrides or {}), "seed": seed})
-        run_dir = out / f"seed{seed}"
-        done = run_dir / "metrics.json"
-        m = json.loads(done.read_text()) if done.exists() else None
-        if m is None or m["recipe"] != json.loads(json.dumps(asdict(recipe))):
-            m = train_rl(recipe, run_dir, progress=progress)
-        per_seed[str(seed)] = m
+        check_rl_recipe(recipe)
+        cells.append(Cell(f"seed{seed}", rl_seed_cell, {"recipe_path": str(recipe_path), "overrides": overrides,
+                                                        "seed": seed, "run_dir": str(out / f"seed{seed}"),
+                                                        "progress": progress},
+                          rl_fingerprint(recipe)["fingerprint"]))
+    grid = run_grid(cells, out, workers=workers, threads=threads, desc="RL seeds", progress=False)
+    per_seed = {str(s): grid["cells"][f"seed{s}"] for s in seeds}
     rows = [{**{k: v for k, v in r.items() if k not in ("terms", "samples")},
              **{f"reward_{k}": v for k, v in r["terms"].items()}, "seed": s}
             for s in per_seed for r in read_jsonl(out / f"seed{s}" / "iterations.jsonl")]
@@ -195,10 +235,11 @@ def run_rl_grid(recipe_path, seeds=(0, 1, 2), out_dir="results/03_pag_rl", overr
     pd.DataFrame(held).to_csv(out / "heldout.csv", index=False)
     summary = {"method": next(iter(per_seed.values()))["method"], "seeds": list(seeds),
                "per_seed": {s: {k: m[k] for k in ("reward_first20", "reward_last20", "heldout_start",
-                                                  "heldout_final", "cost", "final_dir")}
+                                                  "heldout_final", "cost", "final_dir", "fingerprint")}
                             for s, m in per_seed.items()},
-               "recipe": per_seed[str(seeds[0])]["recipe"],
+               "recipe": per_seed[str(seeds[0])]["recipe"], "reused_seeds": grid["reused"],
                "provenance": provenance(seeds=list(seeds), wall_clock_s=round(time.time() - t0, 1),
-                                        wall_clock_note="this invocation only (finished seeds are reused)")}
+                                        wall_clock_note="this invocation only (finished seeds are reused)",
+                                        workers=grid["workers"], threads_per_worker=grid["threads_per_worker"])}
     atomic_write_json(out / "metrics.json", summary)
     return summary

@@ -15,8 +15,8 @@ Example (one update of the toy on one hand-made sample)::
     ...           "advantage": 1.0}
     >>> opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     >>> row = update(model, opt, [sample], load_rl_recipe("recipes/toy/pag_rl.yaml"), tok.pad_token_id, None)
-    >>> row["skipped"], row["clip_frac"]
-    (False, 0.0)
+    >>> row["skipped"], row["clip_frac"], row["logprob_gap_mean"]  # no sampler log-probs: old = trainer's
+    (False, 0.0, None)
 """
 from __future__ import annotations
 
@@ -71,42 +71,109 @@ class Reference:
             self.frozen, _ = load_policy_model(dataclasses.replace(recipe, gradient_checkpointing=False))
             self.frozen.requires_grad_(False)
 
-    def logps(self, model, ids, attn, temperature: float = 1.0):
+    def logps(self, model, ids, attn, comp, temperature: float = 1.0):
+        """Reference log-probs of the completion tokens (0 elsewhere), as :func:`~.grpo.completion_logps`."""
         import torch
 
-        from .grpo import token_logps
+        from .grpo import completion_logps
 
         with torch.no_grad():
             if self.frozen is not None:
-                return token_logps(self.frozen, ids, attn, temperature)
+                return completion_logps(self.frozen, ids, attn, comp, temperature)
             with model.disable_adapter():
-                return token_logps(model, ids, attn, temperature)
+                return completion_logps(model, ids, attn, comp, temperature)
 
 
-def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int, ref: Reference | None) -> dict:
-    """One iteration's optimiser step(s) on the step samples; returns loss / KL / clipping statistics."""
+def sampler_logps(samples: list[dict], comp):
+    """The samples' sampler log-probs laid out like ``comp`` (the :func:`~.grpo.pad_batch` completion mask) and
+    a per-row flag: True where the sample carries them (a backend that cannot report log-probs gives None).
+
+    >>> import torch
+    >>> lp, has = sampler_logps([{"completion_ids": [7, 8], "logprobs": [-0.5, -0.25]},
+    ...                          {"completion_ids": [9], "logprobs": None}],
+    ...                         torch.tensor([[0., 1., 1.], [0., 1., 0.]]))
+    >>> lp.tolist(), has.tolist()
+    ([[0.0, -0.5, -0.25], [0.0, 0.0, 0.0]], [True, False])
+    """
     import torch
 
-    from .grpo import grpo_loss, pad_batch, token_logps
+    out = torch.zeros(comp.shape, dtype=torch.float32, device=comp.device)
+    has = torch.zeros(len(samples), dtype=torch.bool, device=comp.device)
+    for i, s in enumerate(samples):
+        lp = s.get("logprobs")
+        if lp is None:
+            continue
+        if len(lp) != len(s["completion_ids"]):
+            raise ValueError(f"a step sample has {len(lp)} sampler log-probs for {len(s['completion_ids'])} "
+                             "completion tokens")
+        out[i, comp[i].bool()] = torch.tensor(lp, dtype=torch.float32, device=comp.device)
+        has[i] = True
+    return out, has
 
-    if not samples or (all(s["advantage"] == 0 for s in samples) and (ref is None or recipe.beta == 0)):
-        return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": True}
-    n_tokens = sum(len(s["completion_ids"]) for s in samples)
+
+class _Gap:
+    """Running |sampler - trainer| log-prob gap over completion tokens of samples that carry sampler log-probs."""
+
+    def __init__(self):
+        self.sum, self.n, self.max = 0.0, 0, 0.0
+
+    def add(self, trainer, sampler, has, comp) -> None:
+        mask = comp.bool() & has[:, None]
+        mask[:, 0] = False  # no prefix, no trainer log-prob
+        d = (trainer.detach().float() - sampler).abs()[mask]
+        if d.numel():
+            self.sum, self.n, self.max = self.sum + float(d.sum()), self.n + d.numel(), max(self.max, float(d.max()))
+
+    def row(self) -> dict:
+        return {"logprob_gap_mean": self.sum / self.n if self.n else None,
+                "logprob_gap_max": self.max if self.n else None}
+
+
+def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int, ref: Reference | None, *,
+           logps_fn=None) -> dict:
+    """One iteration's optimiser step(s) on the step samples; returns loss / KL / clipping statistics and the
+    sampler-vs-trainer log-prob gap.
+
+    The ``old`` log-probs of the clipped ratio are the sampler's (``sample["logprobs"]``, recorded while
+    generating), so the ratio sees any difference between the policy that drew the samples and the one being
+    trained, sampler/trainer mismatch included; a sample without them (a backend that cannot report
+    log-probs) uses the trainer's own log-probs from the first forward pass, before any step.
+    ``logprob_gap_mean`` / ``logprob_gap_max``: |sampler - trainer| log-prob over the completion tokens of the
+    samples that carry sampler log-probs, taken on that first forward pass (None when no sample has them);
+    a skipped update (every advantage 0, no KL term) still runs a no-grad forward pass to measure it.
+    ``logps_fn(model, ids, attn, comp, temperature)`` computes the log-probs (default
+    :func:`~.grpo.completion_logps`; ``make bench`` times the old full-logits one through it).
+    """
+    import torch
+
+    from .grpo import completion_logps, grpo_loss, pad_batch
+
+    logps_fn = logps_fn or completion_logps
     T = recipe.temperature  # log-probs of the distribution the samples were drawn from (top-p aside)
     mbs = [samples[i:i + recipe.micro_batch_size] for i in range(0, len(samples), recipe.micro_batch_size)]
     batches = [pad_batch(mb, pad_id, model.device) for mb in mbs]
+    sampled = [sampler_logps(mb, comp) for mb, (_, _, comp) in zip(mbs, batches)]
+    gap = _Gap()
+    if all(s["advantage"] == 0 for s in samples) and (ref is None or recipe.beta == 0):
+        with torch.no_grad():
+            for (ids, attn, comp), (lp, has) in zip(batches, sampled):
+                if has.any():
+                    gap.add(logps_fn(model, ids, attn, comp, T), lp, has, comp)
+        return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": True, **gap.row()}
+    n_tokens = sum(len(s["completion_ids"]) for s in samples)
     advs = [torch.tensor([s["advantage"] for s in mb], device=model.device) for mb in mbs]
-    with torch.no_grad():
-        refs = [ref.logps(model, ids, attn, T) if ref is not None else None for ids, attn, _ in batches]
-        olds = [token_logps(model, ids, attn, T) for ids, attn, _ in batches] if recipe.updates_per_iteration > 1 else None
+    refs = [ref.logps(model, ids, attn, comp, T) if ref is not None else None for ids, attn, comp in batches]
+    olds = [None] * len(batches)
     model.train()
     tot = {"loss": 0.0, "kl_sum": 0.0, "clipped_sum": 0.0, "tokens": 0.0}
     for _ in range(recipe.updates_per_iteration):
         optimizer.zero_grad(set_to_none=True)
-        for j, ((ids, attn, comp), a) in enumerate(zip(batches, advs)):
-            logp = token_logps(model, ids, attn, T)
-            old = olds[j] if olds is not None else logp.detach()
-            loss, st = grpo_loss(logp, old, refs[j], a, comp, n_tokens, recipe.clip_eps, recipe.clip_eps_high,
+        for j, ((ids, attn, comp), a, (lp, has)) in enumerate(zip(batches, advs, sampled)):
+            logp = logps_fn(model, ids, attn, comp, T)
+            if olds[j] is None:  # the first pass, before any step
+                olds[j] = torch.where(has[:, None], lp, logp.detach())
+                gap.add(logp, lp, has, comp)
+            loss, st = grpo_loss(logp, olds[j], refs[j], a, comp, n_tokens, recipe.clip_eps, recipe.clip_eps_high,
                                  recipe.beta)
             loss.backward()
             tot["loss"] += float(loss.detach())
@@ -117,7 +184,8 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     model.eval()
     u = recipe.updates_per_iteration
     return {"loss": tot["loss"] / u, "kl": tot["kl_sum"] / max(tot["tokens"], 1),
-            "clip_frac": tot["clipped_sum"] / max(tot["tokens"], 1), "grad_norm": float(gn), "skipped": False}
+            "clip_frac": tot["clipped_sum"] / max(tot["tokens"], 1), "grad_norm": float(gn), "skipped": False,
+            **gap.row()}
 
 
 def last_rl_checkpoint(out_dir) -> Path | None:

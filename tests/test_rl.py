@@ -1,5 +1,6 @@
 """The RL loop: token/mask round-trips in both contexts, a weight-free loop test, KL before the first update,
-resume after a kill, bad recipes, train/test hygiene."""
+sampler log-probs as the ratio's ``old`` and the logged gap, completion-only logits on the toy (LoRA and full),
+resume after a kill, determinism, bad recipes, train/test hygiene."""
 import json
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 
 from parl_mt_lib.bfcl import entry_by_id
 from parl_mt_lib.context import make_context, render_prompt
-from parl_mt_lib.grpo import pad_batch, token_logps
+from parl_mt_lib.grpo import completion_logps, grpo_loss, pad_batch
 from parl_mt_lib.policies import HFPolicy
 from parl_mt_lib.rl import load_rl_recipe, rl_tasks, train_rl
 from parl_mt_lib.rl_samples import score_episodes, step_samples
@@ -62,7 +63,7 @@ def test_token_and_mask_round_trip_across_turns(toy, mode, temperature):
         for m in msgs:  # system, user, tool (and, in full history, earlier assistant) text: all unmasked
             assert m["content"] in unmasked
         with torch.no_grad():
-            lp = token_logps(model, ids, attn, temperature)[0][comp[0].bool()]
+            lp = completion_logps(model, ids, attn, comp, temperature)[0][comp[0].bool()]
         assert torch.allclose(lp, torch.tensor(step.logprobs), atol=1e-4)
     if mode == "full_history":  # the history grows: earlier outputs sit in later prompts, without loss
         assert len(ep.steps[-1].prompt_ids) > len(ep.steps[0].prompt_ids)
@@ -119,6 +120,74 @@ def test_kl_is_zero_before_the_first_update(pag_dir, toy_path, toy, lora):
     assert first["kl"] == pytest.approx(0.0, abs=1e-7) and not first["skipped"]
     second = update(model, opt, [sample], recipe, tok.pad_token_id, ref)
     assert second["kl"] > 0
+
+
+def _alone_logps(model, sample, temperature):
+    """Log-probs of the completion tokens from one unpadded forward pass, computed here by hand."""
+    ids = torch.tensor([sample["prompt_ids"] + sample["completion_ids"]])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float() / temperature, -1)
+    n = len(sample["prompt_ids"])
+    return [float(lp[n - 1 + k, t]) for k, t in enumerate(sample["completion_ids"])]
+
+
+def test_ratio_uses_the_sampler_logprobs(pag_dir, toy_path):
+    """The ratio's ``old`` are the sampler's log-probs: sampler log-probs 1 nat below the trainer's make every
+    token's ratio e > 1 + eps (clipped); exact ones or none (fallback to the trainer's) leave the ratio at 1.
+    The update logs the |sampler - trainer| gap."""
+    recipe = _recipe(pag_dir, toy_path, clip_eps=0.2)
+    model, tok = load_policy_model(recipe)
+    base = {"prompt_ids": tok("hello there").input_ids, "completion_ids": tok(" ls(a=1)").input_ids,
+            "advantage": 1.0}
+    exact = _alone_logps(model, base, recipe.temperature)
+    rows = {}
+    for name, lp in (("none", None), ("exact", exact), ("shifted", [x - 1.0 for x in exact])):
+        model, tok = load_policy_model(recipe)  # the same starting weights for every variant
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+        rows[name] = update(model, opt, [{**base, "logprobs": lp}], recipe, tok.pad_token_id, None)
+    assert rows["none"]["clip_frac"] == rows["exact"]["clip_frac"] == 0.0
+    assert rows["shifted"]["clip_frac"] == 1.0
+    assert rows["exact"]["loss"] == pytest.approx(-1.0, abs=1e-4)
+    assert rows["shifted"]["loss"] == pytest.approx(-1.2, abs=1e-4)  # -min(r A, clip(r) A), r = e
+    assert rows["exact"]["logprob_gap_mean"] < 1e-5 and rows["none"]["logprob_gap_mean"] is None
+    assert rows["shifted"]["logprob_gap_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert rows["shifted"]["logprob_gap_max"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_one_toy_iteration_logs_a_small_logprob_gap(pag_dir, toy_path, tmp_path):
+    """HF sampling at the recipe temperature and the trainer agree on the toy: mean gap < 1e-4, in the
+    iteration row and in the metrics' cost summary."""
+    m = train_rl(_recipe(pag_dir, toy_path, iterations=1), tmp_path / "run", progress=False)
+    (row,) = [json.loads(x) for x in (tmp_path / "run" / "iterations.jsonl").read_text().splitlines()]
+    assert row["n_samples"] > 0
+    assert 0 <= row["logprob_gap_mean"] < 1e-4 and row["logprob_gap_max"] >= row["logprob_gap_mean"]
+    assert m["cost"]["logprob_gap_mean"] == row["logprob_gap_mean"]
+    assert m["cost"]["logprob_gap_max"] == row["logprob_gap_max"]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_completion_logits_update_equals_full_logits_update(pag_dir, toy_path, lora):
+    """On the toy (full fine-tuning and LoRA): the update with logits at completion positions only gives the
+    loss and the gradients of the full-logits computation."""
+    from parl_mt_lib.bench import full_logits_token_logps
+
+    recipe = _recipe(pag_dir, toy_path, lora=lora, lora_r=4)
+    model, tok = load_policy_model(recipe)
+    samples = [{"prompt_ids": tok(p).input_ids, "completion_ids": tok(c).input_ids, "advantage": a}
+               for p, c, a in (("hello there", " ls(a=1)", 1.0), ("list the files please", " ls()", -1.0),
+                               ("cd", " cd(folder='x')<|im_end|>", 0.5))]
+    ids, attn, comp = pad_batch(samples, tok.pad_token_id)
+    adv = torch.tensor([s["advantage"] for s in samples])
+    out = []
+    for fn in (full_logits_token_logps, completion_logps):
+        model.zero_grad()
+        lp = fn(model, ids, attn, comp, recipe.temperature)
+        loss, _ = grpo_loss(lp, lp.detach() + 0.05, None, adv, comp, int(comp.sum()))
+        loss.backward()
+        out.append((float(loss), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}))
+    (loss_full, g_full), (loss_new, g_new) = out
+    assert loss_new == pytest.approx(loss_full, abs=1e-6)
+    assert g_full and all(torch.allclose(g_new[k], g_full[k], atol=1e-6, rtol=1e-4) for k in g_full)
 
 
 def test_resume_after_kill_reaches_the_same_final_step(pag_dir, sft_init, tmp_path):
