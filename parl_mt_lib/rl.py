@@ -101,6 +101,7 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
     for r in kept:
         append_jsonl(rows_path, r)
     ref = Reference(model, recipe) if recipe.beta > 0 else None
+    # the rollout policy, built here only: it returns prompt / completion ids and, if it can, sampler log-probs
     policy = HFPolicy(model, tok, max_new_tokens=recipe.max_new_tokens, temperature=recipe.temperature,
                       top_p=recipe.top_p, micro_batch_size=recipe.generation_batch_size, keep_tokens=True,
                       name=recipe.method)
