@@ -1,11 +1,23 @@
-"""Held-out metrics for SFT'd policies: step-level format validity and exact call match, and task success.
+"""Held-out metrics for SFT'd (and RL'd) policies.
 
-* ``format_validity`` — progress view: a well-formed ``<summary>…</summary><plan>…</plan>`` followed by a
-  parseable call list (or nothing); plain view: a parseable call list (or nothing).
-* ``step_exact_match`` — teacher-forced on the gold context of each held-out step: the generated calls
-  equal the gold call(s) after keyword normalisation (a turn-ending step must produce no call).
-* ``task_success`` — the policy plays each held-out task end to end in the matching context; the
-  official checker scores it.
+**Headline metrics come from free-running play** (the policy plays each held-out task end to end in its own
+context; every prompt holds only the task, the tool results and the policy's *own* earlier outputs), so the two SFT
+views are compared on equal terms:
+
+* ``task_success`` — the benchmark's official verdict on the episode;
+* ``format_validity`` — share of the policy's own steps that are well formed for its view (progress view:
+  ``<summary>…</summary><plan>…</plan>`` then a parseable call list or nothing; plain view: a parseable call list
+  or nothing — :func:`parl_mt_lib.rewards.format_ok`);
+* ``step_accuracy`` — share of the policy's own steps that take the right next action *along its own trajectory*:
+  the step's calls equal the next gold call(s) of the turn not yet made by an earlier right step (keyword order
+  free, numbers by value: :func:`parl_mt_lib.calls.same_calls`), and a step without calls is right only when
+  nothing remains;
+* ``call_accuracy`` — the same, on steps where a gold call remained.
+
+**Teacher-forced metrics** (``tf_*``) are kept for diagnosis only and are NOT comparable across views: each held-out
+step's prompt is the gold context, and for the progress view that includes the teacher's previous summary/plan,
+which names the next gold call by function and first value ("Next: mkdir('temp'), then mv."). The plain view's gold
+context has no such hint.
 
 Example:
     >>> format_ok("<summary>s</summary><plan>p</plan>[ls()]", "progress"), format_ok("[ls(", "plain")
@@ -13,11 +25,88 @@ Example:
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
+from .calls import call_key, same_calls
 from .context import render_prompt
 from .pag import build_messages, calls_equal
 from .rewards import format_ok  # one definition of well-formed output, shared with the RL format reward
+
+
+def play(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_tokens: int = 96) -> list:
+    """Greedy free-running episodes of ``tasks`` in the view's context (``progress`` or full history)."""
+    from .context import make_context
+    from .policies import HFPolicy
+    from .rollout import run_episodes
+
+    ctx = make_context("progress" if view == "progress" else "full_history", tool_docs=tool_docs)
+    pol = HFPolicy(model, tok, max_new_tokens=max_new_tokens, micro_batch_size=1)
+    return run_episodes(pol, tasks, ctx, batch_size=8, progress=False)
+
+
+def step_verdicts(episode) -> list[bool | None]:
+    """Per step of a played episode: did it take the right next action along its own trajectory (see module doc)?
+    ``None`` where the task has no gold calls for that turn (nothing to compare with)."""
+    gold = getattr(episode.task, "gold_calls", None) or []
+    out, made, last = [], [], None
+    for step in episode.steps:
+        if step.turn != last:
+            made, last = [], step.turn
+        if step.turn >= len(gold):
+            out.append(None)
+            continue
+        left = Counter(call_key(c) for c in made)
+        remaining = []
+        for c in gold[step.turn]:
+            k = call_key(c)
+            if left[k]:
+                left[k] -= 1
+            else:
+                remaining.append(c)
+        if step.error is not None:
+            ok = False
+        elif not step.calls:
+            ok = not remaining
+        else:
+            ok = same_calls(step.calls, remaining[:len(step.calls)])
+        out.append(ok)
+        if ok:  # only a right action moves the policy along the gold turn
+            made += step.calls
+    return out
+
+
+def trajectory_metrics(episodes: list, view: str) -> dict:
+    """Headline metrics of played episodes (module doc); a pure function of the episode records."""
+    steps = [(s, v) for ep in episodes for s, v in zip(ep.steps, step_verdicts(ep))]
+    judged = [(s, v) for s, v in steps if v is not None]
+    call_steps = []
+    for ep in episodes:  # steps where a gold call remained: the right action was a call
+        gold = getattr(ep.task, "gold_calls", None) or []
+        for s, v in zip(ep.steps, step_verdicts(ep)):
+            if v is not None and (s.calls or not v) and s.turn < len(gold) and gold[s.turn]:
+                call_steps.append(v)
+    ok = [ep.benchmark.score(ep.task, ep).valid for ep in episodes]
+    n = max(len(steps), 1)
+    return {"n_tasks": len(episodes), "task_success": sum(ok) / max(len(episodes), 1), "n_steps": len(steps),
+            "format_validity": sum(s.error is None and format_ok(s.output, view) for s, _ in steps) / n,
+            "step_accuracy": sum(v for _, v in judged) / max(len(judged), 1),
+            "call_accuracy": sum(call_steps) / max(len(call_steps), 1), "n_call_steps": len(call_steps),
+            "samples": [{"task": ep.task.id, "output": s.output} for ep in episodes[:3] for s in ep.steps[:1]]}
+
+
+def step_metrics(model, tok, examples: list[dict], tasks: dict, view: str, tool_docs: str = "none",
+                 max_new_tokens: int = 96, limit: int | None = None) -> dict:
+    """Free-running held-out metrics over the tasks these examples come from (first ``limit`` tasks)."""
+    ids = list(dict.fromkeys(e["task_id"] for e in examples))[:limit]
+    return trajectory_metrics(play(model, tok, [tasks[i] for i in ids], view, tool_docs, max_new_tokens), view)
+
+
+def task_success(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_tokens: int = 96) -> dict:
+    """Play held-out tasks end to end (progress or full-history context) and score them officially."""
+    m = trajectory_metrics(play(model, tok, tasks, view, tool_docs, max_new_tokens), view)
+    return {"n_tasks": m["n_tasks"], "task_success": m["task_success"]}
 
 
 @torch.no_grad()
@@ -41,31 +130,16 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int 
     return out
 
 
-def step_metrics(model, tok, examples: list[dict], tasks: dict, view: str, tool_docs: str = "none",
-                 max_new_tokens: int = 96, limit: int | None = None) -> dict:
-    """Teacher-forced held-out step metrics (see module doc)."""
+def teacher_forced_metrics(model, tok, examples: list[dict], tasks: dict, view: str, tool_docs: str = "none",
+                           max_new_tokens: int = 96, limit: int | None = None) -> dict:
+    """``tf_*`` diagnosis metrics on the GOLD context of each held-out step (not comparable across views: the
+    progress view's gold context holds the teacher's previous plan, which names the next call; module doc)."""
     exs = [e for e in examples if e.get("augment", "none") == "none"][:limit]
     prompts = [render_prompt(tok, build_messages(e, tasks[e["task_id"]], view, tool_docs)) for e in exs]
     texts = greedy(model, tok, prompts, max_new_tokens)
     fmt = [format_ok(t, view) for t in texts]
     exact = [calls_equal(t, e["gold_call"]) if ok else False for t, e, ok in zip(texts, exs, fmt)]
     calls = [x for x, e in zip(exact, exs) if e["kind"] == "call"]
-    return {"n_steps": len(exs), "format_validity": sum(fmt) / max(len(exs), 1),
-            "step_exact_match": sum(exact) / max(len(exs), 1),
-            # the same, on steps that need a call only (turn-ending steps are easier: no call to get right)
-            "call_exact_match": sum(calls) / max(len(calls), 1), "n_call_steps": len(calls),
-            "samples": [{"gold": e["gold_call"], "output": t} for e, t in zip(exs[:5], texts[:5])]}
-
-
-def task_success(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_tokens: int = 96) -> dict:
-    """Play held-out tasks end to end (progress or full-history context) and score them officially."""
-    from .context import make_context
-    from .evaluate import score_entry
-    from .policies import HFPolicy
-    from .rollout import run_episodes
-
-    ctx = make_context("progress" if view == "progress" else "full_history", tool_docs=tool_docs)
-    pol = HFPolicy(model, tok, max_new_tokens=max_new_tokens, micro_batch_size=1)
-    eps = run_episodes(pol, tasks, ctx, batch_size=8, progress=False)
-    ok = [score_entry(ep.entry, ep.calls_per_turn()).valid for ep in eps]
-    return {"n_tasks": len(tasks), "task_success": sum(ok) / max(len(tasks), 1)}
+    return {"tf_n_steps": len(exs), "tf_format_validity": sum(fmt) / max(len(exs), 1),
+            "tf_step_exact_match": sum(exact) / max(len(exs), 1),
+            "tf_call_exact_match": sum(calls) / max(len(calls), 1), "tf_n_call_steps": len(calls)}

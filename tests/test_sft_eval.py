@@ -1,0 +1,62 @@
+"""Held-out metrics that compare the SFT views are leak-free (issue 11): no prompt behind them holds gold-derived
+text (the teacher's summary/plan) that the policy did not write itself."""
+import pytest
+
+from parl_mt_lib.pag_build import load_pag
+
+
+@pytest.mark.model
+def test_comparison_step_metrics_never_feed_the_gold_plan(toy, pag_dir):
+    from parl_mt_lib import sft_eval
+
+    model, tok = toy
+    splits, tasks = load_pag(pag_dir)
+    val = splits["validation"] + splits["train"][:20]
+    plans = {e["plan"] for e in val if e["plan"]}
+    assert plans
+    seen = []
+    orig = tok.apply_chat_template
+
+    def recording(messages, *a, **kw):
+        seen.append(" ".join(m["content"] for m in messages))
+        return orig(messages, *a, **kw)
+
+    tok.apply_chat_template = recording
+    try:
+        m = sft_eval.step_metrics(model, tok, val, tasks, "progress", "minimal", max_new_tokens=8, limit=4)
+    finally:
+        del tok.apply_chat_template
+    assert seen, "the metric never prompted the model"
+    leaked = [p for p in plans if any(p in s for s in seen)]
+    assert not leaked, f"gold plans fed to the model: {leaked[:2]}"
+    assert {"format_validity"} <= set(m)
+
+
+def _episode(outputs, task):
+    from parl_mt_lib.policies import ScriptedPolicy
+    from parl_mt_lib.rollout import run_episodes
+
+    it = iter(outputs)
+    (ep,) = run_episodes(ScriptedPolicy(lambda r: next(it, "")), [task], progress=False)
+    return ep
+
+
+def test_step_verdicts_follow_the_policys_own_trajectory():
+    from parl_mt_lib.bfcl import entry_by_id
+    from parl_mt_lib.sft_eval import step_verdicts, trajectory_metrics
+
+    e = entry_by_id("multi_turn_base_0")  # turn 0 gold: cd(folder='document'), mkdir(dir_name='temp'), mv(...)
+    g = [c.render() for c in e.gold_calls[0]]
+    assert len(g) == 3
+    # right, wrong (skips mkdir), right on its own trajectory (mkdir still remains), stops: wrong (mv remains)
+    ep = _episode([f"[{g[0]}]", f"[{g[2]}]", f"[{g[1]}]", ""], e)
+    assert step_verdicts(ep)[:4] == [True, False, True, False]
+    # stopping once everything is made is right
+    assert step_verdicts(_episode([f"[{g[0]}]", f"[{g[1]}]", f"[{g[2]}]", ""], e))[:4] == [True] * 4
+    # keyword order and int/float forms do not matter
+    mv = e.gold_calls[0][2]
+    swapped = "mv(" + ", ".join(f"{k}={v!r}" for k, v in reversed(list(mv.kwargs.items()))) + ")"
+    ep2 = _episode([f"[{g[0]}]", f"[{g[1]}]", f"[{swapped}]"], e)
+    assert step_verdicts(ep2)[:3] == [True, True, True]
+    m = trajectory_metrics([ep], "plain")
+    assert m["task_success"] == 0.0 and 0 < m["step_accuracy"] < 1 and m["format_validity"] == 1.0
