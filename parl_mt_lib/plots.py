@@ -90,10 +90,13 @@ def plot_loss_curves(df, path):
 
 
 def plot_sft_comparison(summary: dict, path):
-    """Held-out metrics per model (untrained vs SFT, per view), mean over seeds with 95% intervals."""
+    """Held-out metrics per model (untrained vs SFT, per view), mean over seeds with 95% intervals; free-running
+    metrics only (teacher-forced ``tf_*`` ones are not comparable across views: :mod:`parl_mt_lib.sft_eval`)."""
     rows = []
     for model, ms in summary.items():
         for metric, v in ms.items():
+            if metric.startswith("tf_"):
+                continue
             lo_hi = v["ci95_seeds"] or [v["mean"], v["mean"]]
             rows.append({"model": model, "metric": metric, "mean": v["mean"], "lo": lo_hi[0], "hi": lo_hi[1]})
     import pandas as pd
@@ -110,7 +113,7 @@ def plot_sft_comparison(summary: dict, path):
     ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(metrics))], metrics)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
-    ax.set_title("Held-out synthetic tasks")
+    ax.set_title("Held-out synthetic tasks (free-running play)")
     _save(fig, path)
     return fig
 
