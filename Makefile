@@ -14,13 +14,14 @@ export TOKENIZERS_PARALLELISM := false
 export PARL_MT_THREADS ?= 1
 export BFCL_PROJECT_ROOT ?= $(CURDIR)/.cache/bfcl
 
-.PHONY: install test test-fast reproduce bench notebooks-strip clean help
+.PHONY: install test test-fast reproduce tables bench notebooks-strip clean help
 
 help:
 	@echo "make reproduce  - set up .venv and run every notebook via papermill on the toy defaults (writes results/)"
 	@echo "make test       - set up .venv, run pytest (all tiers) and nbval over every notebook in smoke mode"
 	@echo "make test-fast  - unit/data/model tests without the slow tier and without notebooks"
 	@echo "make bench      - throughput benchmarks (results/bench/bench.json)"
+	@echo "make tables     - rewrite README's generated result tables from results/ (seconds; no training)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "parl-mt needs Python 3.11: run `make PYTHON=/path/to/python3.11 ...`")'
@@ -56,7 +57,12 @@ reproduce: install
 	$(PM) notebooks/03_pag_rl.ipynb $(EXEC)/03_pag_rl.ipynb
 	$(PM) notebooks/04_mt_grpo.ipynb $(EXEC)/04_mt_grpo.ipynb
 	$(PM) notebooks/06_compare.ipynb $(EXEC)/06_compare.ipynb
-	@echo "done: see results/ (executed notebooks in $(EXEC)); throughput benchmarks: make bench"
+	$(PY) -m parl_mt_lib.tables --write
+	@echo "done: see results/ (executed notebooks in $(EXEC)) and README's generated tables; throughput benchmarks: make bench"
+
+# README's result tables from results/ only (--check: exit 1, one line per difference)
+tables: install
+	$(PY) -m parl_mt_lib.tables --write
 
 bench: install
 	$(PY) benchmarks/run_bench.py --out results/bench

@@ -1,0 +1,540 @@
+"""README's result tables, generated from ``results/`` alone (no training, no evaluation; runs in well under a second).
+
+``make tables`` (``python -m parl_mt_lib.tables --write``) rewrites the block between ``BEGIN`` and ``END`` in
+README.md; ``--check`` exits 1 with one line per difference when the block does not describe ``results/``.
+Every table names the files it comes from with the git SHA, machine and date of their ``provenance``; an input
+that does not exist is listed as ``not run: results/...`` and nothing is made up for it.
+
+Inputs (relative to the results root), as their writers lay them out:
+
+- ``01_pag/card.json``, ``01_pag_toy/card.json`` (``pag_build.build_pag`` + notebook 01's ``context_ratio_at_step6``)
+- ``02_sft/metrics.json`` (``sft.run_sft_grid``: ``summary[kind-view][metric] = {mean, ci95_seeds, per_seed}``,
+  ``cells``, ``held_out``, ``seeds``)
+- ``03_pag_rl/metrics.json``, ``04_mt_grpo/metrics.json`` (``rl.run_rl_grid``: ``per_seed[s] = {reward_first20,
+  reward_last20, heldout_start, heldout_final, cost}``, ``recipe``) and their ``iterations.csv``
+  (``train_task_success`` per seed and iteration) and ``seed<s>/metrics.json`` (``n_heldout_tasks``)
+- ``05_evaluate/oracle/metrics.json``, ``05_evaluate/toy/metrics.json`` (``evaluate.evaluate``)
+- ``06_compare/comparison.json`` (``compare.compare_methods``: ``table``, ``runs``, ``benchmarks``) and each run's
+  ``06_compare/<method>/<benchmark>/seed<s>/entries.jsonl`` (per-task verdicts, for paired differences)
+
+Keys are read defensively (other keys may come and go); unknown metrics are shown after the known ones.
+
+Example:
+    >>> import tempfile
+    >>> text = render_block(tempfile.mkdtemp())          # an empty results/ directory
+    >>> text.startswith(BEGIN) and text.rstrip().endswith(END)
+    True
+    >>> "not run: `results/02_sft/metrics.json`" in text
+    True
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import json
+import sys
+from pathlib import Path
+
+from .runtime import REPO_ROOT, ConfigError, read_jsonl
+from .stats import paired_bootstrap, t_interval
+
+BEGIN = "<!-- BEGIN GENERATED RESULTS -->"
+END = "<!-- END GENERATED RESULTS -->"
+N_BOOT = 10_000  # bootstrap resamples for paired differences (seed 0: the block is deterministic)
+
+# every file a table reads, relative to the results root
+INPUTS = {
+    "pag": "01_pag/card.json",
+    "pag_toy": "01_pag_toy/card.json",
+    "sft": "02_sft/metrics.json",
+    "pag_rl": "03_pag_rl/metrics.json",
+    "mt_grpo": "04_mt_grpo/metrics.json",
+    "oracle": "05_evaluate/oracle/metrics.json",
+    "toy": "05_evaluate/toy/metrics.json",
+    "compare": "06_compare/comparison.json",
+}
+SFT_ROWS = {"base-progress": "untrained, progress view", "sft-progress": "SFT-PAG (progress view)",
+            "base-plain": "untrained, plain view", "sft-plain": "SFT-plain (full history)"}
+SFT_METRICS = {"format_validity": "format validity", "step_exact_match": "step exact match",
+               "call_exact_match": "call-step exact match", "task_success": "task success"}
+RL_METHODS = {"pag_rl": ("PAG-RL", "03_pag_rl"), "mt_grpo": ("MT-GRPO", "04_mt_grpo")}
+COST_COLS = {"prompt_tokens_per_step": "prompt tokens / step", "generated_tokens_per_step": "generated tokens / step",
+             "generated_tokens_per_episode": "generated tokens / episode", "steps_per_episode": "steps / episode",
+             "rollout_s": "rollout s", "update_s": "update s", "peak_mem_mb": "peak memory MB"}
+METHODS = {"base": "base", "cot": "CoT", "sft_plain": "SFT-plain", "sft_pag": "SFT-PAG", "mt_grpo": "MT-GRPO",
+           "parl_mt": "PARL-MT"}
+PAIRS = [("parl_mt", "sft_pag", "what PAG-RL adds to SFT-PAG"),
+         ("mt_grpo", "sft_plain", "what MT-GRPO adds to SFT-plain"),
+         ("sft_pag", "sft_plain", "PAG data + progress context vs plain SFT"),
+         ("parl_mt", "mt_grpo", "PARL-MT vs MT-GRPO")]
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def _num(x, digits: int = 2) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool) or isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def _ci(ci, digits: int = 2) -> str:
+    return f" [{_num(ci[0], digits)}, {_num(ci[1], digits)}]" if ci else ""
+
+
+def _seed_key(s):
+    return (0, int(s), "") if str(s).lstrip("-").isdigit() else (1, 0, str(s))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _machine(device: dict) -> str:
+    if not isinstance(device, dict) or not device:
+        return "machine not recorded"
+    parts = [device.get("cuda") or device.get("platform") or "unknown platform"]
+    cpu = device.get("cpu_model") or device.get("processor")  # recorded by newer provenance, if at all
+    if cpu:
+        parts.append(str(cpu))
+    if device.get("cpu_count"):
+        parts.append(f"{device['cpu_count']} CPUs")
+    return ", ".join(str(p) for p in parts)
+
+
+def provenance_line(rel: str, data: dict) -> str:
+    """Where one table's numbers come from: file, git SHA (``-dirty``: uncommitted changes), machine, date.
+
+    >>> provenance_line("02_sft/metrics.json", {"provenance": {"git_sha": "a4ba63e0123456789", "time_utc":
+    ...     "2026-11-24T10:00:00Z", "device": {"platform": "Linux-x86_64", "cpu_count": 2, "cuda": None}}})
+    'from `results/02_sft/metrics.json`: git a4ba63e, Linux-x86_64, 2 CPUs, 2026-11-24'
+    """
+    prov = data.get("provenance") if isinstance(data, dict) else None
+    if not isinstance(prov, dict):
+        return f"from `results/{rel}`: no provenance recorded"
+    sha = str(prov.get("git_sha") or "unknown")
+    sha = sha[:7] + ("-dirty" if sha.endswith("-dirty") else "") if sha != "unknown" else sha
+    date = str(prov.get("time_utc") or "date not recorded")[:10]
+    return f"from `results/{rel}`: git {sha}, {_machine(prov.get('device'))}, {date}"
+
+
+# ------------------------------------------------------------------ inputs
+
+
+class _Results:
+    """Reads inputs under one results root; remembers which were missing (in the order asked for)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.missing: list[str] = []
+        self.shown: set[str] = set()  # missing inputs already named where their table would be
+
+    def not_run(self, rel: str) -> str:
+        self.shown.add(f"results/{rel}")
+        return f"- not run: `results/{rel}`"
+
+    def json(self, rel: str):
+        path = self.root / rel
+        if not path.exists():
+            self._miss(rel)
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"results/{rel} is not valid JSON ({err}); rerun the notebook that writes it") from None
+
+    def csv(self, rel: str) -> list[dict] | None:
+        path = self.root / rel
+        if not path.exists():
+            self._miss(rel)
+            return None
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def jsonl(self, rel: str) -> list[dict] | None:
+        if not (self.root / rel).exists():
+            self._miss(rel)
+            return None
+        return read_jsonl(self.root / rel)
+
+    def _miss(self, rel: str) -> None:
+        if f"results/{rel}" not in self.missing:
+            self.missing.append(f"results/{rel}")
+
+
+# ------------------------------------------------------------------ sections
+
+
+def _eval_cell(cat: dict) -> str:
+    ci = cat.get("ci95_seeds") or cat.get("ci95_wilson")
+    return f"{cat.get('correct', '?')}/{cat.get('total', '?')} = {_num(cat.get('accuracy'))}{_ci(ci)}"
+
+
+def section_evaluate(res: _Results) -> list[str]:
+    out = ["#### BFCL multi-turn: oracle and untrained toy (notebook 05)", ""]
+    runs = {}
+    for key, label in (("oracle", "oracle"), ("toy", "untrained toy")):
+        m = res.json(INPUTS[key])
+        if m is None:
+            out.append(res.not_run(INPUTS[key]))
+        else:
+            runs[key] = (label, m)
+    if not runs:
+        return out + [""]
+    if out[-1] != "":
+        out.append("")
+    cats = []
+    for _, m in runs.values():
+        cats += [c for c in m.get("categories", {}) if c not in cats]
+    rows = []
+    for key, (label, m) in runs.items():
+        seeds = m.get("seeds") or []
+        limit = (m.get("config") or {}).get("limit")
+        desc = f"{label} ({'all' if limit is None else limit} per category, {len(seeds)} seed{'s' * (len(seeds) != 1)})"
+        c = m.get("categories", {})
+        overall = _num(m.get("overall")) + _ci(m.get("overall_ci95_seeds"))
+        rows.append([desc] + [_eval_cell(c[k]) if k in c else "—" for k in cats] + [overall])
+    out += _table(["policy"] + cats + ["overall (mean of categories)"], rows)
+    out += ["", "correct/total = accuracy pooled over seeds [95% interval: t over seeds with ≥ 2 seeds, else Wilson "
+            "over entries]."]
+    out += [f"- {provenance_line(INPUTS[k], m)}" for k, (_, m) in runs.items()]
+    return out + [""]
+
+
+def section_pag(res: _Results) -> list[str]:
+    out = ["#### PAG builds (notebook 01)", ""]
+    cards = {}
+    for key in ("pag", "pag_toy"):
+        card = res.json(INPUTS[key])
+        if card is None:
+            out.append(res.not_run(INPUTS[key]))
+        else:
+            cards[INPUTS[key].split("/")[0]] = card
+    if not cards:
+        return out + [""]
+    if out[-1] != "":
+        out.append("")
+
+    def tok(card, view):
+        return ((card.get("token_stats") or {}).get(f"conversation_tokens_{view}") or {}).get("mean")
+
+    def ratio(card, k):
+        return (card.get("context_ratio_at_step6") or {}).get(k)
+
+    def n_ex(card, split):
+        return (card.get("n_examples") or {}).get(split)
+
+    fields = [
+        ("tasks (validation)", lambda c: f"{_num(c.get('n_tasks'))} ({_num(c.get('n_tasks_validation'))})"),
+        ("gold calls pass the official checker", lambda c: _num(c.get("gold_pass_rate"))),
+        ("overlap with BFCL evaluation entries", lambda c: _num(c.get("overlap_with_eval"))),
+        ("gold steps (call steps)", lambda c: f"{_num(c.get('n_steps'))} ({_num(c.get('n_call_steps'))})"),
+        ("kept / dropped by verification", lambda c: f"{_num(c.get('kept'))} / {_num(c.get('dropped'))}"),
+        ("examples train / validation (after augmentation)",
+         lambda c: f"{_num(n_ex(c, 'train'))} / {_num(n_ex(c, 'validation'))}"),
+        ("conversation tokens per step, progress / full history (mean)",
+         lambda c: f"{_num(tok(c, 'progress'), 1)} / {_num(tok(c, 'full_history'), 1)}"),
+        ("full history ÷ progress tokens at step 6, synthetic / BFCL base",
+         lambda c: f"{_num(ratio(c, 'synthetic'))} / {_num(ratio(c, 'BFCL base'))}"),
+        ("teacher, seed", lambda c: f"{c.get('teacher', '—')}, {_num((c.get('seeds') or [None])[0])}"),
+        ("build wall-clock s", lambda c: _num((c.get("provenance") or {}).get("wall_clock_s"), 1)),
+    ]
+    out += _table(["results/"] + [f"`{d}`" for d in cards], [[name] + [f(c) for c in cards.values()]
+                                                            for name, f in fields])
+    out += [""] + [f"- {provenance_line(d + '/card.json', c)}" for d, c in cards.items()]
+    return out + [""]
+
+
+def section_sft(res: _Results) -> list[str]:
+    out = ["#### SFT: held-out synthetic tasks (notebook 02)", ""]
+    m = res.json(INPUTS["sft"])
+    if m is None:
+        return out + [res.not_run(INPUTS["sft"]), ""]
+    summary = m.get("summary") or {}
+    keys = [k for k in SFT_ROWS if k in summary] + sorted(k for k in summary if k not in SFT_ROWS)
+    metrics = [k for k in SFT_METRICS if any(k in summary[r] for r in keys)]
+    metrics += sorted({k for r in keys for k in summary[r] if k not in SFT_METRICS})
+    rows = []
+    for r in keys:
+        cells = []
+        for k in metrics:
+            v = summary[r].get(k)
+            cells.append(_num(v.get("mean")) + _ci(v.get("ci95_seeds")) if isinstance(v, dict) else "—")
+        ts = (summary[r].get("task_success") or {}).get("per_seed") or {}
+        per_seed = " / ".join(_num(ts[s]) for s in sorted(ts, key=_seed_key)) if r.startswith("sft") else ""
+        rows.append([SFT_ROWS.get(r, r)] + cells + [per_seed])
+    out += _table(["model"] + [SFT_METRICS.get(k, k) for k in metrics] + ["task success per seed"], rows)
+    held = m.get("held_out") or {}
+    seeds = m.get("seeds") or []
+    cells = [c for c in (m.get("cells") or {}).values() if isinstance(c, dict) and c.get("kind") == "sft"
+             and c.get("seed") in seeds]
+    steps = sorted({c.get("global_step") for c in cells if c.get("global_step") is not None})
+    mins = [c["train_runtime_s"] / 60 for c in cells if isinstance(c.get("train_runtime_s"), (int, float))]
+    train = (f"; {'/'.join(map(str, steps))} training steps per cell" if steps else "") + \
+        (f", {min(mins):.1f}–{max(mins):.1f} min each" if mins else "")
+    out += ["", f"Mean over seeds {seeds} [95% t-interval over seeds]; held-out: {_num(held.get('n_steps'))} steps, "
+            f"{_num(held.get('n_tasks'))} tasks{train}. Untrained rows: one greedy run."]
+    out += [f"- {provenance_line(INPUTS['sft'], m)}"]
+    return out + [""]
+
+
+def _first_last(values: list[float], frac: float = 0.2):
+    """Means of the first and last ``frac`` of a series: the rule of ``rl.first_last``."""
+    k = max(1, round(len(values) * frac))
+    return sum(values[:k]) / k, sum(values[-k:]) / k
+
+
+def _arrow(a, b) -> str:
+    return f"{_num(a)} → {_num(b)}"
+
+
+def _delta(pairs: list) -> str:
+    d = [b - a for a, b in pairs if a is not None and b is not None]
+    if not d:
+        return "—"
+    return f"{sum(d) / len(d):+.2f}" + (_ci(t_interval(d)) if len(d) > 1 else "")
+
+
+def section_rl(res: _Results) -> tuple[list[str], dict]:
+    out = ["#### PAG-RL and MT-GRPO training runs (notebooks 03, 04)", ""]
+    runs, rows, sources = {}, [], []
+    for key, (label, d) in RL_METHODS.items():
+        m = res.json(INPUTS[key])
+        if m is None:
+            out.append(res.not_run(INPUTS[key]))
+            continue
+        runs[key] = m
+        sources.append(f"- {provenance_line(INPUTS[key], m)}")
+        per_seed = m.get("per_seed") or {}
+        iters = res.csv(f"{d}/iterations.csv")
+        train = {}
+        for s in per_seed:
+            series = [(int(r["iteration"]), float(r["train_task_success"])) for r in iters or []
+                      if r.get("seed") == str(s) and r.get("train_task_success") not in (None, "")]
+            train[s] = _first_last([v for _, v in sorted(series)]) if series else (None, None)
+        recipe = m.get("recipe") or {}
+        for s in sorted(per_seed, key=_seed_key):
+            p = per_seed[s]
+            rows.append([label, str(s), _num(recipe.get("iterations")),
+                         _arrow(p.get("reward_first20"), p.get("reward_last20")), _arrow(*train[s]),
+                         _arrow(p.get("heldout_start"), p.get("heldout_final"))])
+        if len(per_seed) > 1:
+            ps = list(per_seed.values())
+            rows.append([label, "mean change [t over seeds]", "",
+                         _delta([(p.get("reward_first20"), p.get("reward_last20")) for p in ps]),
+                         _delta([train[s] for s in per_seed]),
+                         _delta([(p.get("heldout_start"), p.get("heldout_final")) for p in ps])])
+    if rows:
+        if out[-1] != "":
+            out.append("")
+        out += _table(["method", "seed", "iterations", "training reward, first 20% → last 20% of iterations",
+                       "training-task success, first 20% → last 20%", "held-out success, start → end"], rows)
+        desc = []
+        for key, m in runs.items():
+            r = m.get("recipe") or {}
+            seed0 = next(iter(m.get("per_seed") or {}), None)
+            n_held = (res.json(f"{RL_METHODS[key][1]}/seed{seed0}/metrics.json") or {}).get("n_heldout_tasks") \
+                if seed0 is not None else None
+            desc.append(f"{RL_METHODS[key][0]}: {_num(r.get('tasks_per_iteration'))} tasks × G "
+                        f"{_num(r.get('group_size'))} per iteration, held-out {_num(n_held)} synthetic validation "
+                        "tasks (greedy)")
+        out += ["", "; ".join(desc) + ". Training-task success is the official verdict on the iteration's "
+                "sampled episodes (`iterations.csv`)."]
+    if not runs:
+        return out + [""], runs
+    return out + [""] + sources + [""], runs
+
+
+def section_cost(runs: dict) -> list[str]:
+    out = ["#### Cost per RL run (notebooks 03, 04; mean over iterations, then over seeds)", ""]
+    if not runs:
+        return out + ["- not run: no RL metrics (see above)", ""]
+    means = {}
+    for key, m in runs.items():
+        costs = [p.get("cost") or {} for p in (m.get("per_seed") or {}).values()]
+        keys = [k for k in COST_COLS if any(k in c for c in costs)]
+        keys += sorted({k for c in costs for k, v in c.items() if k not in COST_COLS and isinstance(v, (int, float))})
+        means[key] = {k: sum(c[k] for c in costs if k in c) / max(1, sum(k in c for c in costs)) for k in keys}
+    cols = []
+    for mm in means.values():
+        cols += [k for k in mm if k not in cols]
+    context = {"pag_rl": "progress context", "mt_grpo": "full history"}
+    rows = [[f"{RL_METHODS[k][0]} ({context[k]})"] + [_num(mm.get(c)) for c in cols] for k, mm in means.items()]
+    out += _table(["method"] + [COST_COLS.get(c, c) for c in cols], rows)
+    if {"pag_rl", "mt_grpo"} <= set(means):
+        ratios = []
+        for c in ("prompt_tokens_per_step", "generated_tokens_per_step"):
+            a, b = means["pag_rl"].get(c), means["mt_grpo"].get(c)
+            if a and b:
+                ratios.append(f"{COST_COLS[c]} ×{a / b:.2f}")
+        if ratios:
+            out += ["", "PAG-RL ÷ MT-GRPO: " + ", ".join(ratios) + "."]
+    out += [""] + [f"- {provenance_line(INPUTS[k], m)}" for k, m in runs.items()]
+    return out + [""]
+
+
+def section_compare(res: _Results) -> list[str]:
+    out = ["#### Six-way comparison: task success (notebook 06)", ""]
+    c = res.json(INPUTS["compare"])
+    if c is None:
+        return out + [res.not_run(INPUTS["compare"]), ""]
+    table = [r for r in c.get("table") or [] if isinstance(r, dict)]
+    methods = [m for m in METHODS if any(r.get("method") == m for r in table)]
+    methods += [m for m in dict.fromkeys(r.get("method") for r in table) if m not in methods]
+    benches = list(dict.fromkeys(r.get("benchmark") for r in table))
+    by = {(r.get("method"), r.get("benchmark")): r for r in table}
+    rows = []
+    for b in benches:
+        n = next((by[m, b].get("n_items") for m in methods if (m, b) in by), None)
+        rows.append([f"{b} ({_num(n)} items)"] + [
+            _num(by[m, b].get("mean")) + _ci([by[m, b].get("ci95_low"), by[m, b].get("ci95_high")])
+            if (m, b) in by else "—" for m in methods])
+    out += _table(["task success"] + [METHODS.get(m, m) for m in methods], rows)
+    kinds = []
+    for m in methods:
+        r = next((by[m, b] for b in benches if (m, b) in by), {})
+        kinds.append(f"{METHODS.get(m, m)}: {r.get('interval', '?')}, {_num(r.get('n_seeds'))} run(s)")
+    out += ["", "95% intervals — " + "; ".join(kinds) + "."]
+    out += ["", *_paired(res, c, methods, benches)]
+    out += [f"- {provenance_line(INPUTS['compare'], c)}"]
+    return out + [""]
+
+
+def _paired(res: _Results, c: dict, methods: list, benches: list) -> list[str]:
+    """Paired differences on the same tasks: per-task success averaged over training seeds, bootstrap over tasks."""
+    runs = [r for r in c.get("runs") or [] if isinstance(r, dict)]
+    pairs = [(a, b, why) for a, b, why in PAIRS if a in methods and b in methods]
+    if not pairs:
+        return []
+    rows, missing = [], []
+    for b in benches:
+        by_task = {}
+        for m in {x for p in pairs for x in p[:2]}:
+            seeds = sorted({r.get("seed") for r in runs if r.get("method") == m and r.get("benchmark") == b},
+                           key=_seed_key)
+            scores: dict = {}
+            for s in seeds:
+                rel = f"06_compare/{m}/{b}/seed{s}/entries.jsonl"
+                rows_s = res.jsonl(rel)
+                if rows_s is None:
+                    missing.append(rel)
+                    continue
+                for e in rows_s:
+                    scores.setdefault(e["id"], []).append(float(bool(e.get("valid"))))
+            by_task[m] = {i: sum(v) / len(v) for i, v in scores.items()}
+        for a, bb, why in pairs:
+            if not by_task.get(a) or not by_task.get(bb):
+                continue
+            r = paired_bootstrap(by_task[a], by_task[bb], n_boot=N_BOOT, seed=0)
+            rows.append([f"{METHODS.get(a, a)} − {METHODS.get(bb, bb)}", why, b, str(r["n"]),
+                         f"{r['diff']:+.2f}{_ci(r['ci95'])}"])
+    out = ["Paired differences on the same tasks (per-task success averaged over training seeds; 95% percentile "
+           f"bootstrap over tasks, {N_BOOT} resamples, seed 0; seed-to-seed spread is in the t-intervals above):", ""]
+    if rows:
+        out += _table(["difference", "what it measures", "benchmark", "tasks", "mean difference [95% CI]"], rows)
+    if rows and missing:
+        out.append("")
+    out += [res.not_run(rel) for rel in missing]
+    return out + [""]
+
+
+# ------------------------------------------------------------------ the block and README
+
+
+def generate(results_dir="results") -> tuple[str, list[str]]:
+    """The block's body (Markdown, deterministic given the files) and the inputs that were missing."""
+    res = _Results(results_dir)
+    parts = [section_evaluate(res), section_pag(res), section_sft(res)]
+    rl_part, runs = section_rl(res)
+    parts += [rl_part, section_cost(runs), section_compare(res)]
+    head = ["Generated by `make tables` from `results/` only — do not edit by hand: `python -m parl_mt_lib.tables "
+            "--check` and `tests/test_tables.py` fail when this block and `results/` disagree. Each table names "
+            "the files, git SHA (`-dirty`: uncommitted changes), machine and date of the run it comes from; "
+            "inputs that were not there are listed as not run.", ""]
+    lines = head + [line for p in parts for line in p]
+    others = [p for p in res.missing if p not in res.shown]
+    if others:
+        lines += ["#### Other inputs not found (tables above show — where they would be used)", "",
+                  *[f"- not run: `{p}`" for p in others], ""]
+    body = "\n".join(lines).rstrip() + "\n"
+    return body, res.missing
+
+
+def render_block(results_dir="results") -> str:
+    """``BEGIN`` + the generated tables + ``END`` (what README holds between the markers)."""
+    return f"{BEGIN}\n{generate(results_dir)[0]}{END}\n"
+
+
+def _split_readme(text: str, where: str):
+    b, e = text.count(BEGIN), text.count(END)
+    if b != 1 or e != 1 or text.index(BEGIN) > text.index(END):
+        raise ConfigError(f"{where} needs exactly one '{BEGIN}' line followed by one '{END}' line "
+                          f"(found {b} and {e}); put them where the generated tables go")
+    i, j = text.index(BEGIN), text.index(END) + len(END)
+    if text[j:j + 1] == "\n":
+        j += 1
+    return text[:i], text[i:j], text[j:]
+
+
+def check_readme(readme=REPO_ROOT / "README.md", results_dir=REPO_ROOT / "results") -> list[str]:
+    """One line per difference between README's generated block and the block ``results_dir`` gives ([] if none)."""
+    readme = Path(readme)
+    before, block, _ = _split_readme(readme.read_text(), readme.name)
+    first = before.count("\n") + 1
+    have, want = block.splitlines(), render_block(results_dir).splitlines()
+    diffs = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=have, b=want, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        diffs += [f"{readme.name}:{first + i}: stale: {have[i]}" for i in range(i1, i2)]
+        diffs += [f"{readme.name}:{first + i1}: results/ give: {want[j]}" for j in range(j1, j2)]
+    return diffs
+
+
+def write_readme(readme=REPO_ROOT / "README.md", results_dir=REPO_ROOT / "results") -> bool:
+    """Rewrite README's block from ``results_dir``; everything outside the markers stays byte for byte. True if changed."""
+    readme = Path(readme)
+    text = readme.read_text()
+    before, block, after = _split_readme(text, readme.name)
+    new = render_block(results_dir)
+    if new == block:
+        return False
+    readme.write_text(before + new + after)
+    return True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m parl_mt_lib.tables", description=__doc__.split("\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite README's generated block")
+    mode.add_argument("--check", action="store_true", help="exit 1 (one line per difference) if README is stale")
+    ap.add_argument("--results", default=str(REPO_ROOT / "results"))
+    ap.add_argument("--readme", default=str(REPO_ROOT / "README.md"))
+    args = ap.parse_args(argv)
+    try:
+        if args.check:
+            diffs = check_readme(args.readme, args.results)
+            for d in diffs:
+                print(d)
+            if diffs:
+                print(f"{args.readme}: generated block does not describe {args.results}: run `make tables`",
+                      file=sys.stderr)
+            return 1 if diffs else 0
+        if args.write:
+            changed = write_readme(args.readme, args.results)
+            missing = generate(args.results)[1]
+            print(f"{args.readme}: generated block {'rewritten' if changed else 'already up to date'}"
+                  + (f"; not run: {', '.join(missing)}" if missing else ""))
+            return 0
+        sys.stdout.write(render_block(args.results))
+        return 0
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

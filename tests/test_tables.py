@@ -1,0 +1,235 @@
+"""README's generated result tables (parl_mt_lib.tables): a fake results/ tree shaped like the writers' output
+(evaluate.summarize, sft.run_sft_grid, rl.run_rl_grid, compare.compare_methods, pag_build card), and the real README."""
+import csv
+import json
+import shutil
+
+import pytest
+
+from parl_mt_lib import tables
+from parl_mt_lib.evaluate import summarize
+from parl_mt_lib.runtime import REPO_ROOT, ConfigError
+from parl_mt_lib.stats import seed_interval, wilson
+
+PROV = {"packages": {"parl-mt": "0.1.0"}, "git_sha": "0123456789abcdef0123456789abcdef01234567-dirty",
+        "device": {"platform": "Linux-6.1-x86_64-with-glibc2.36", "python": "3.11.9", "cpu_count": 2,
+                   "torch_threads": 1, "cuda": None},
+        "time_utc": "2026-11-24T10:00:00Z", "seeds": [0, 1, 2], "wall_clock_s": 12.5}
+CATS = ["base", "miss_func", "miss_param", "long_context"]
+
+
+def _w(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _eval_metrics(valid_by_seed: dict, limit):
+    rows = [{"seed": s, "id": f"multi_turn_{c}_{i}", "category": c, "valid": v(c, i)}
+            for s, v in valid_by_seed.items() for c in CATS for i in range(limit)]
+    m = summarize(rows, CATS, list(valid_by_seed))
+    m.update(seeds=list(valid_by_seed), config={"policy": "x", "limit": limit}, provenance=PROV)
+    return m
+
+
+def _sft_summary(values: dict) -> dict:
+    return {m: {"mean": sum(v.values()) / len(v), "ci95_seeds": seed_interval(list(v.values())),
+                "per_seed": {str(s): x for s, x in v.items()}} for m, v in values.items()}
+
+
+def fake_results(root):
+    """A small results/ tree with every input the tables read, shaped by the writers' code."""
+    _w(root / "05_evaluate/oracle/metrics.json",
+       _eval_metrics({0: lambda c, i: not (c == "base" and i == 3)}, limit=10))
+    _w(root / "05_evaluate/toy/metrics.json", _eval_metrics({s: lambda c, i: False for s in (0, 1, 2)}, limit=5))
+    for d, n in (("01_pag", 240), ("01_pag_toy", 500)):
+        _w(root / d / "card.json", {
+            "source": "synthetic", "n_tasks": n, "n_tasks_validation": 40, "n_steps": 1449, "n_call_steps": 900,
+            "n_examples": {"train": 1500, "validation": 250}, "kept": 1416, "dropped": 33, "gold_pass_rate": 1.0,
+            "overlap_with_eval": 0, "teacher": "template", "seeds": [0], "fingerprint": "abc",
+            "token_stats": {"conversation_tokens_progress": {"mean": 80.5, "max": 200},
+                            "conversation_tokens_full_history": {"mean": 150.25, "max": 900}},
+            "context_ratio_at_step6": {"synthetic": 3.1, "BFCL base": 3.7},
+            "provenance": {**PROV, "wall_clock_s": 61.2}})
+    cells = {f"sft-{v}-seed{s}": {"kind": "sft", "view": v, "seed": s, "global_step": 960,
+                                  "train_runtime_s": 120.0 + 10 * s, "loss_curve": [[1, 3.0], [960, 0.5]]}
+             for v in ("plain", "progress") for s in (0, 1, 2)}
+    summary = {
+        "base-plain": _sft_summary({"format_validity": {None: 1.0}, "step_exact_match": {None: 0.5},
+                                    "call_exact_match": {None: 0.0}, "task_success": {None: 0.0}}),
+        "sft-plain": _sft_summary({"format_validity": {0: 1.0, 1: 0.99, 2: 1.0},
+                                   "step_exact_match": {0: 0.9, 1: 0.7, 2: 0.6},
+                                   "call_exact_match": {0: 0.8, 1: 0.4, 2: 0.2},
+                                   "task_success": {0: 0.5, 1: 0.28, 2: 0.1}}),
+        "base-progress": _sft_summary({"format_validity": {None: 0.0}, "step_exact_match": {None: 0.0},
+                                       "call_exact_match": {None: 0.0}, "task_success": {None: 0.0}}),
+        "sft-progress": _sft_summary({"format_validity": {0: 0.98, 1: 0.97, 2: 0.99},
+                                      "step_exact_match": {0: 0.81, 1: 0.8, 2: 0.82},
+                                      "call_exact_match": {0: 0.62, 1: 0.61, 2: 0.63},
+                                      "task_success": {0: 0.55, 1: 0.53, 2: 0.45}}),
+    }
+    _w(root / "02_sft/metrics.json", {"summary": summary, "cells": cells, "seeds": [0, 1, 2],
+                                      "variants": ["plain", "progress"], "recipe": {},
+                                      "held_out": {"n_steps": 150, "n_tasks": 40}, "provenance": PROV})
+    for d, method, base in (("03_pag_rl", "pag_rl", 1.5), ("04_mt_grpo", "mt_grpo", 1.0)):
+        recipe = {"method": method, "iterations": 10, "group_size": 4, "tasks_per_iteration": 6}
+        per_seed, rows = {}, []
+        for s in (0, 1, 2):
+            rewards = [base + 0.02 * i - 0.1 * s for i in range(10)]
+            for i, r in enumerate(rewards):
+                rows.append({"iteration": i, "reward_mean": r, "train_task_success": 0.5 + 0.03 * i, "seed": s,
+                             "heldout_success": 0.5 if i == 0 else ""})
+            cost = {"prompt_tokens_per_step": 107.0 if method == "pag_rl" else 108.0,
+                    "generated_tokens_per_step": 32.0 if method == "pag_rl" else 8.0,
+                    "generated_tokens_per_episode": 96.0, "steps_per_episode": 3.0, "rollout_s": 0.5,
+                    "update_s": 0.7, "peak_mem_mb": 900.0}
+            per_seed[str(s)] = {"reward_first20": sum(rewards[:2]) / 2, "reward_last20": sum(rewards[-2:]) / 2,
+                                "heldout_start": 0.5 - 0.05 * s, "heldout_final": 0.45 - 0.05 * s,
+                                "cost": cost, "final_dir": f"/abs/{d}/seed{s}/final"}
+            _w(root / d / f"seed{s}/metrics.json", {"method": method, "seed": s, "iterations": 10,
+                                                    "n_heldout_tasks": 40, "provenance": PROV})
+        _w(root / d / "metrics.json", {"method": method, "seeds": [0, 1, 2], "per_seed": per_seed,
+                                       "recipe": recipe, "provenance": PROV})
+        with open(root / d / "iterations.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    # six-way: per-task verdicts in each run's entries.jsonl, the table as compare_methods builds it
+    success = {"base": 0.0, "cot": 0.0, "sft_plain": 0.3, "sft_pag": 0.5, "mt_grpo": 0.3, "parl_mt": 0.45}
+    runs, table = [], []
+    for m, p in success.items():
+        seeds = (0,) if m in ("base", "cot") else (0, 1, 2)
+        for b, n in (("synthetic", 20), ("bfcl", 12)):
+            accs = []
+            for s in seeds:
+                valid = [b == "synthetic" and (i * 7 + s) % 20 < round(p * 20) for i in range(n)]
+                path = root / "06_compare" / m / b / f"seed{s}" / "entries.jsonl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("".join(json.dumps({"seed": 0, "id": f"{b}_{i}", "category": b, "valid": v}) + "\n"
+                                        for i, v in enumerate(valid)))
+                runs.append({"method": m, "benchmark": b, "seed": s, "accuracy": sum(valid) / n,
+                             "correct": sum(valid), "total": n})
+                accs.append(sum(valid) / n)
+            ci, kind = (seed_interval(accs), "t over training seeds") if len(accs) > 1 else \
+                (wilson(round(accs[0] * n), n), "Wilson over items (one run)")
+            table.append({"method": m, "benchmark": b, "mean": sum(accs) / len(accs), "ci95_low": ci[0],
+                          "ci95_high": ci[1], "interval": kind, "n_seeds": len(accs), "n_items": n})
+    _w(root / "06_compare/comparison.json", {"table": table, "runs": runs, "methods": {}, "benchmarks": {},
+                                             "seeds": [0, 1, 2], "provenance": PROV})
+    return root
+
+
+@pytest.fixture
+def results(tmp_path):
+    return fake_results(tmp_path / "results")
+
+
+def _readme(path, block=""):
+    path.write_text(f"# title\n\nprose before\n\n{tables.BEGIN}\n{block}{tables.END}\n\nprose after\n")
+    return path
+
+
+def test_generation_is_deterministic_and_reads_every_table(results, tmp_path):
+    a = tables.render_block(results)
+    shutil.copytree(results, tmp_path / "elsewhere")
+    assert tables.render_block(tmp_path / "elsewhere") == a == tables.render_block(results)  # no paths, no clock
+    body, missing = tables.generate(results)
+    assert missing == []
+    assert "not run:" not in body and "/abs/" not in body and str(tmp_path) not in body
+    assert "9/10 = 0.90" in body                                   # oracle base: one entry fails
+    assert "0/15 = 0.00 [0.00, 0.00]" in body                      # toy: 3 seeds x 5 entries, t over seeds
+    assert "| 0.51 [0.38, 0.64] | 0.55 / 0.53 / 0.45 |" in body    # SFT-PAG task success and its seeds
+    assert "960 training steps per cell, 2.0–2.3 min each" in body
+    assert "| PAG-RL | 0 | 10 | 1.51 → 1.67 | 0.52 → 0.76 | 0.50 → 0.45 |" in body
+    assert "mean change [t over seeds]" in body
+    assert "| PAG-RL (progress context) | 107.00 | 32.00 |" in body and "generated tokens / step ×4.00" in body
+    assert "| synthetic (20 items) |" in body and "| PARL-MT − SFT-PAG | what PAG-RL adds to SFT-PAG | synthetic | 20 |" in body
+    assert "git 0123456-dirty, Linux-6.1-x86_64-with-glibc2.36, 2 CPUs, 2026-11-24" in body
+    for rel in tables.INPUTS.values():
+        assert f"from `results/{rel}`" in body                     # every table names its run
+
+
+def test_paired_difference_matches_the_per_task_mean(results):
+    body = tables.generate(results)[0]
+    row = next(line for line in body.splitlines() if line.startswith("| SFT-PAG − SFT-plain |") and "synthetic" in line)
+    # synthetic: 10 of 20 tasks succeed per seed for SFT-PAG, 6 of 20 for SFT-plain -> +0.20 on average
+    assert "| +0.20 [" in row
+
+
+def test_write_then_check_and_stale_block_detected(results, tmp_path, capsys):
+    readme = _readme(tmp_path / "README.md", "typed by hand\n")
+    assert tables.check_readme(readme, results)                     # a hand-typed block disagrees
+    assert tables.write_readme(readme, results) is True
+    text = readme.read_text()
+    assert text.startswith("# title\n\nprose before\n\n") and text.endswith("\n\nprose after\n")
+    assert tables.check_readme(readme, results) == [] and tables.write_readme(readme, results) is False
+    assert tables.main(["--check", "--readme", str(readme), "--results", str(results)]) == 0
+
+    # the results change (another run): README's block is now stale, one line per differing line
+    m = json.loads((results / "02_sft/metrics.json").read_text())
+    m["summary"]["sft-progress"]["task_success"]["mean"] = 0.49
+    (results / "02_sft/metrics.json").write_text(json.dumps(m))
+    diffs = tables.check_readme(readme, results)
+    assert len(diffs) == 2 and "stale" in diffs[0] and "0.51" in diffs[0] and "0.49" in diffs[1]
+    capsys.readouterr()
+    assert tables.main(["--check", "--readme", str(readme), "--results", str(results)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == diffs
+
+    # a hand edit inside the block is caught too
+    tables.write_readme(readme, results)
+    readme.write_text(readme.read_text().replace("0.49 [", "0.52 ["))
+    assert any("0.52" in d for d in tables.check_readme(readme, results))
+
+
+def test_missing_inputs_are_listed_never_faked(results):
+    (results / "03_pag_rl/metrics.json").unlink()
+    (results / "04_mt_grpo/iterations.csv").unlink()
+    (results / "06_compare/parl_mt/synthetic/seed1/entries.jsonl").unlink()
+    body, missing = tables.generate(results)
+    assert "- not run: `results/03_pag_rl/metrics.json`" in body
+    assert "- not run: `results/06_compare/parl_mt/synthetic/seed1/entries.jsonl`" in body
+    assert "- not run: `results/04_mt_grpo/iterations.csv`" in body
+    assert set(missing) == {"results/03_pag_rl/metrics.json", "results/04_mt_grpo/iterations.csv",
+                            "results/06_compare/parl_mt/synthetic/seed1/entries.jsonl"}
+    assert "| PAG-RL |" not in body and "| MT-GRPO | 0 | 10 |" in body   # the rest is still drawn
+    assert "| MT-GRPO (full history) |" in body and "PAG-RL (progress context)" not in body
+    assert "| 0.51 [0.38, 0.64] |" in body
+    shutil.rmtree(results)
+    body, missing = tables.generate(results)
+    assert len(missing) == len(tables.INPUTS) and all(f"not run: `results/{r}`" in body for r in tables.INPUTS.values())
+
+
+@pytest.mark.parametrize("text", ["no markers\n", f"{tables.END}\n{tables.BEGIN}\n",
+                                  f"{tables.BEGIN}\n{tables.END}\n{tables.BEGIN}\n{tables.END}\n"])
+def test_readme_without_one_block_is_a_one_line_error(tmp_path, text, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    with pytest.raises(ConfigError, match="exactly one"):
+        tables.check_readme(readme, tmp_path)
+    assert tables.main(["--write", "--readme", str(readme), "--results", str(tmp_path)]) == 2
+    assert readme.read_text() == text
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_corrupt_input_is_a_one_line_error(results):
+    (results / "02_sft/metrics.json").write_text("{torn")
+    with pytest.raises(ConfigError, match="results/02_sft/metrics.json is not valid JSON"):
+        tables.generate(results)
+
+
+# ------------------------------------------------------------------ the real README
+
+
+def test_real_readme_has_one_generated_block():
+    text = (REPO_ROOT / "README.md").read_text()
+    assert text.count(tables.BEGIN) == 1 and text.count(tables.END) == 1
+
+
+def test_real_readme_block_matches_real_results():
+    present = [r for r in tables.INPUTS.values() if (REPO_ROOT / "results" / r).exists()]
+    if not present:
+        pytest.skip("results/ holds none of the tables' inputs (nothing was run here, e.g. CI or a fresh clone): "
+                    "README's generated block can only be checked after `make reproduce`")
+    diffs = tables.check_readme(REPO_ROOT / "README.md", REPO_ROOT / "results")
+    assert not diffs, ("README's generated block does not describe results/ (run `make tables`):\n"
+                       + "\n".join(diffs[:20]))
