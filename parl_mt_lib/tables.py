@@ -56,12 +56,18 @@ INPUTS = {
 }
 SFT_ROWS = {"base-progress": "untrained, progress view", "sft-progress": "SFT-PAG (progress view)",
             "base-plain": "untrained, plain view", "sft-plain": "SFT-plain (full history)"}
-SFT_METRICS = {"format_validity": "format validity", "step_exact_match": "step exact match",
-               "call_exact_match": "call-step exact match", "task_success": "task success"}
+# headline metrics come from free-running play (sft_eval); tf_* and the older *_exact_match are teacher-forced
+SFT_METRICS = {"task_success": "task success", "format_validity": "format validity",
+               "step_accuracy": "step accuracy (own trajectory)", "call_accuracy": "call-step accuracy (own trajectory)",
+               "tf_format_validity": "format validity", "tf_step_exact_match": "step exact match",
+               "tf_call_exact_match": "call-step exact match", "step_exact_match": "step exact match",
+               "call_exact_match": "call-step exact match"}
+TEACHER_FORCED_LEGACY = ("step_exact_match", "call_exact_match")  # metrics files written before sft_eval's tf_*
 RL_METHODS = {"pag_rl": ("PAG-RL", "03_pag_rl"), "mt_grpo": ("MT-GRPO", "04_mt_grpo")}
 COST_COLS = {"prompt_tokens_per_step": "prompt tokens / step", "generated_tokens_per_step": "generated tokens / step",
              "generated_tokens_per_episode": "generated tokens / episode", "steps_per_episode": "steps / episode",
-             "rollout_s": "rollout s", "update_s": "update s", "peak_mem_mb": "peak memory MB"}
+             "rollout_s": "rollout s", "update_s": "update s", "peak_mem_mb": "peak memory MB",
+             "logprob_gap_mean": "sampler − trainer log-prob gap, mean", "logprob_gap_max": "log-prob gap, max"}
 METHODS = {"base": "base", "cot": "CoT", "sft_plain": "SFT-plain", "sft_pag": "SFT-PAG", "mt_grpo": "MT-GRPO",
            "parl_mt": "PARL-MT"}
 PAIRS = [("parl_mt", "sft_pag", "what PAG-RL adds to SFT-PAG"),
@@ -79,6 +85,13 @@ def _num(x, digits: int = 2) -> str:
     if isinstance(x, bool) or isinstance(x, int):
         return str(x)
     return f"{x:.{digits}f}"
+
+
+def _num_small(x) -> str:
+    """Two decimals, or two significant digits in scientific notation below 0.01 (log-prob gaps)."""
+    if isinstance(x, float) and x != 0 and abs(x) < 0.01:
+        return f"{x:.1e}"
+    return _num(x)
 
 
 def _ci(ci, digits: int = 2) -> str:
@@ -248,36 +261,48 @@ def section_pag(res: _Results) -> list[str]:
     return out + [""]
 
 
+def _sft_table(summary: dict, rows_keys: list, metrics: list, per_seed_col: bool) -> list[str]:
+    rows = []
+    for r in rows_keys:
+        cells = []
+        for k in metrics:
+            v = summary[r].get(k)
+            cells.append(_num(v.get("mean")) + _ci(v.get("ci95_seeds")) if isinstance(v, dict) else "—")
+        if per_seed_col:
+            ts = (summary[r].get("task_success") or {}).get("per_seed") or {}
+            cells.append(" / ".join(_num(ts[s]) for s in sorted(ts, key=_seed_key)) if r.startswith("sft") else "")
+        rows.append([SFT_ROWS.get(r, r)] + cells)
+    header = ["model"] + [SFT_METRICS.get(k, k) for k in metrics] + (["task success per seed"] if per_seed_col else [])
+    return _table(header, rows)
+
+
 def section_sft(res: _Results) -> list[str]:
     out = ["#### SFT: held-out synthetic tasks (notebook 02)", ""]
     m = res.json(INPUTS["sft"])
     if m is None:
         return out + [res.not_run(INPUTS["sft"]), ""]
-    summary = m.get("summary") or {}
+    summary = {k: v for k, v in (m.get("summary") or {}).items() if isinstance(v, dict)}
     keys = [k for k in SFT_ROWS if k in summary] + sorted(k for k in summary if k not in SFT_ROWS)
-    metrics = [k for k in SFT_METRICS if any(k in summary[r] for r in keys)]
-    metrics += sorted({k for r in keys for k in summary[r] if k not in SFT_METRICS})
-    rows = []
-    for r in keys:
-        cells = []
-        for k in metrics:
-            v = summary[r].get(k)
-            cells.append(_num(v.get("mean")) + _ci(v.get("ci95_seeds")) if isinstance(v, dict) else "—")
-        ts = (summary[r].get("task_success") or {}).get("per_seed") or {}
-        per_seed = " / ".join(_num(ts[s]) for s in sorted(ts, key=_seed_key)) if r.startswith("sft") else ""
-        rows.append([SFT_ROWS.get(r, r)] + cells + [per_seed])
-    out += _table(["model"] + [SFT_METRICS.get(k, k) for k in metrics] + ["task success per seed"], rows)
-    held = m.get("held_out") or {}
+    present = [k for k in SFT_METRICS if any(k in summary[r] for r in keys)]
+    present += sorted({k for r in keys for k in summary[r] if k not in SFT_METRICS})
+    forced = [k for k in present if k.startswith("tf_") or k in TEACHER_FORCED_LEGACY]
+    free = [k for k in present if k not in forced]
     seeds = m.get("seeds") or []
+    held = m.get("held_out") or {}
     cells = [c for c in (m.get("cells") or {}).values() if isinstance(c, dict) and c.get("kind") == "sft"
              and c.get("seed") in seeds]
     steps = sorted({c.get("global_step") for c in cells if c.get("global_step") is not None})
     mins = [c["train_runtime_s"] / 60 for c in cells if isinstance(c.get("train_runtime_s"), (int, float))]
     train = (f"; {'/'.join(map(str, steps))} training steps per cell" if steps else "") + \
         (f", {min(mins):.1f}–{max(mins):.1f} min each" if mins else "")
-    out += ["", f"Mean over seeds {seeds} [95% t-interval over seeds]; held-out: {_num(held.get('n_steps'))} steps, "
-            f"{_num(held.get('n_tasks'))} tasks{train}. Untrained rows: one greedy run."]
-    out += [f"- {provenance_line(INPUTS['sft'], m)}"]
+    out += _sft_table(summary, keys, free, per_seed_col=True)
+    out += ["", f"Mean over seeds {seeds} [95% t-interval over seeds]; held-out: {_num(held.get('n_tasks'))} tasks "
+            f"played end to end{train}. Untrained rows: one greedy run."]
+    if forced:
+        out += ["", "Teacher-forced diagnosis on held-out gold contexts (not comparable across views: the progress "
+                f"view's gold context names the next call; {_num(held.get('n_steps'))} held-out steps):", ""]
+        out += _sft_table(summary, keys, forced, per_seed_col=False)
+    out += ["", f"- {provenance_line(INPUTS['sft'], m)}"]
     return out + [""]
 
 
@@ -357,12 +382,15 @@ def section_cost(runs: dict) -> list[str]:
         costs = [p.get("cost") or {} for p in (m.get("per_seed") or {}).values()]
         keys = [k for k in COST_COLS if any(k in c for c in costs)]
         keys += sorted({k for c in costs for k, v in c.items() if k not in COST_COLS and isinstance(v, (int, float))})
-        means[key] = {k: sum(c[k] for c in costs if k in c) / max(1, sum(k in c for c in costs)) for k in keys}
+        means[key] = {}
+        for k in keys:  # *_max: the largest over seeds; everything else: the mean over seeds that recorded it
+            vals = [c[k] for c in costs if isinstance(c.get(k), (int, float))]
+            means[key][k] = (max(vals) if k.endswith("_max") else sum(vals) / len(vals)) if vals else None
     cols = []
     for mm in means.values():
         cols += [k for k in mm if k not in cols]
     context = {"pag_rl": "progress context", "mt_grpo": "full history"}
-    rows = [[f"{RL_METHODS[k][0]} ({context[k]})"] + [_num(mm.get(c)) for c in cols] for k, mm in means.items()]
+    rows = [[f"{RL_METHODS[k][0]} ({context[k]})"] + [_num_small(mm.get(c)) for c in cols] for k, mm in means.items()]
     out += _table(["method"] + [COST_COLS.get(c, c) for c in cols], rows)
     if {"pag_rl", "mt_grpo"} <= set(means):
         ratios = []
@@ -372,6 +400,9 @@ def section_cost(runs: dict) -> list[str]:
                 ratios.append(f"{COST_COLS[c]} ×{a / b:.2f}")
         if ratios:
             out += ["", "PAG-RL ÷ MT-GRPO: " + ", ".join(ratios) + "."]
+    if "logprob_gap_max" in cols:
+        out += ["", "Log-prob gap: |sampler − trainer| log-prob over completion tokens; max = the largest over "
+                "iterations and seeds."]
     out += [""] + [f"- {provenance_line(INPUTS[k], m)}" for k, m in runs.items()]
     return out + [""]
 

@@ -53,20 +53,19 @@ def fake_results(root):
     cells = {f"sft-{v}-seed{s}": {"kind": "sft", "view": v, "seed": s, "global_step": 960,
                                   "train_runtime_s": 120.0 + 10 * s, "loss_curve": [[1, 3.0], [960, 0.5]]}
              for v in ("plain", "progress") for s in (0, 1, 2)}
-    summary = {
-        "base-plain": _sft_summary({"format_validity": {None: 1.0}, "step_exact_match": {None: 0.5},
-                                    "call_exact_match": {None: 0.0}, "task_success": {None: 0.0}}),
-        "sft-plain": _sft_summary({"format_validity": {0: 1.0, 1: 0.99, 2: 1.0},
-                                   "step_exact_match": {0: 0.9, 1: 0.7, 2: 0.6},
-                                   "call_exact_match": {0: 0.8, 1: 0.4, 2: 0.2},
-                                   "task_success": {0: 0.5, 1: 0.28, 2: 0.1}}),
-        "base-progress": _sft_summary({"format_validity": {None: 0.0}, "step_exact_match": {None: 0.0},
-                                       "call_exact_match": {None: 0.0}, "task_success": {None: 0.0}}),
-        "sft-progress": _sft_summary({"format_validity": {0: 0.98, 1: 0.97, 2: 0.99},
-                                      "step_exact_match": {0: 0.81, 1: 0.8, 2: 0.82},
-                                      "call_exact_match": {0: 0.62, 1: 0.61, 2: 0.63},
-                                      "task_success": {0: 0.55, 1: 0.53, 2: 0.45}}),
-    }
+    # sft.HEADLINE_METRICS: free-running task_success / format_validity / step_accuracy / call_accuracy, then tf_*
+    names = ("task_success", "format_validity", "step_accuracy", "call_accuracy", "tf_format_validity",
+             "tf_step_exact_match", "tf_call_exact_match")
+    base = {"plain": (0.0, 1.0, 0.5, 0.0, 1.0, 0.5, 0.0), "progress": (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)}
+    trained = {"plain": [(0.5, 1.0, 0.9, 0.8, 1.0, 0.9, 0.8), (0.28, 0.99, 0.7, 0.4, 1.0, 0.7, 0.4),
+                         (0.1, 1.0, 0.6, 0.2, 1.0, 0.6, 0.2)],
+               "progress": [(0.55, 0.98, 0.81, 0.62, 0.97, 0.85, 0.7), (0.53, 0.97, 0.8, 0.61, 0.97, 0.85, 0.7),
+                            (0.45, 0.99, 0.82, 0.63, 0.97, 0.85, 0.7)]}
+    summary = {}
+    for v in ("plain", "progress"):
+        summary[f"base-{v}"] = _sft_summary({n: {None: x} for n, x in zip(names, base[v])})
+        summary[f"sft-{v}"] = _sft_summary({n: {s: trained[v][s][i] for s in (0, 1, 2)} for i, n in enumerate(names)})
+    summary = {k: summary[k] for k in ("base-plain", "sft-plain", "base-progress", "sft-progress")}
     _w(root / "02_sft/metrics.json", {"summary": summary, "cells": cells, "seeds": [0, 1, 2],
                                       "variants": ["plain", "progress"], "recipe": {},
                                       "held_out": {"n_steps": 150, "n_tasks": 40}, "provenance": PROV})
@@ -81,7 +80,8 @@ def fake_results(root):
             cost = {"prompt_tokens_per_step": 107.0 if method == "pag_rl" else 108.0,
                     "generated_tokens_per_step": 32.0 if method == "pag_rl" else 8.0,
                     "generated_tokens_per_episode": 96.0, "steps_per_episode": 3.0, "rollout_s": 0.5,
-                    "update_s": 0.7, "peak_mem_mb": 900.0}
+                    "update_s": 0.7, "peak_mem_mb": 900.0, "logprob_gap_mean": 2e-6 * (s + 1),
+                    "logprob_gap_max": [4e-5, 9e-5, None][s]}
             per_seed[str(s)] = {"reward_first20": sum(rewards[:2]) / 2, "reward_last20": sum(rewards[-2:]) / 2,
                                 "heldout_start": 0.5 - 0.05 * s, "heldout_final": 0.45 - 0.05 * s,
                                 "cost": cost, "final_dir": f"/abs/{d}/seed{s}/final"}
@@ -137,11 +137,16 @@ def test_generation_is_deterministic_and_reads_every_table(results, tmp_path):
     assert "not run:" not in body and "/abs/" not in body and str(tmp_path) not in body
     assert "9/10 = 0.90" in body                                   # oracle base: one entry fails
     assert "0/15 = 0.00 [0.00, 0.00]" in body                      # toy: 3 seeds x 5 entries, t over seeds
-    assert "| 0.51 [0.38, 0.64] | 0.55 / 0.53 / 0.45 |" in body    # SFT-PAG task success and its seeds
+    sft_pag = next(line for line in body.splitlines() if line.startswith("| SFT-PAG (progress view) | 0.51"))
+    assert sft_pag == "| SFT-PAG (progress view) | 0.51 [0.38, 0.64] | 0.98 [0.96, 1.00] | 0.81 [0.79, 0.83] " \
+                      "| 0.62 [0.60, 0.64] | 0.55 / 0.53 / 0.45 |"   # free-running metrics + task success per seed
+    assert "| SFT-PAG (progress view) | 0.97 [0.97, 0.97] | 0.85 [0.85, 0.85] | 0.70 [0.70, 0.70] |" in body
+    assert body.index("step accuracy (own trajectory)") < body.index("Teacher-forced diagnosis")
     assert "960 training steps per cell, 2.0–2.3 min each" in body
     assert "| PAG-RL | 0 | 10 | 1.51 → 1.67 | 0.52 → 0.76 | 0.50 → 0.45 |" in body
     assert "mean change [t over seeds]" in body
     assert "| PAG-RL (progress context) | 107.00 | 32.00 |" in body and "generated tokens / step ×4.00" in body
+    assert "| 900.00 | 4.0e-06 | 9.0e-05 |" in body                  # gap: mean of seeds, max over seeds (None skipped)
     assert "| synthetic (20 items) |" in body and "| PARL-MT − SFT-PAG | what PAG-RL adds to SFT-PAG | synthetic | 20 |" in body
     assert "git 0123456-dirty, Linux-6.1-x86_64-with-glibc2.36, 2 CPUs, 2026-11-24" in body
     for rel in tables.INPUTS.values():
@@ -193,10 +198,23 @@ def test_missing_inputs_are_listed_never_faked(results):
                             "results/06_compare/parl_mt/synthetic/seed1/entries.jsonl"}
     assert "| PAG-RL |" not in body and "| MT-GRPO | 0 | 10 |" in body   # the rest is still drawn
     assert "| MT-GRPO (full history) |" in body and "PAG-RL (progress context)" not in body
-    assert "| 0.51 [0.38, 0.64] |" in body
+    assert "| SFT-PAG (progress view) | 0.51 [0.38, 0.64] |" in body
     shutil.rmtree(results)
     body, missing = tables.generate(results)
     assert len(missing) == len(tables.INPUTS) and all(f"not run: `results/{r}`" in body for r in tables.INPUTS.values())
+
+
+def test_older_sft_metrics_are_shown_as_teacher_forced(results):
+    # metrics.json written before the leak-free metrics: step/call exact match were teacher-forced on gold contexts
+    m = json.loads((results / "02_sft/metrics.json").read_text())
+    for row in m["summary"].values():
+        for k in ("step_accuracy", "call_accuracy", "tf_format_validity", "tf_step_exact_match", "tf_call_exact_match"):
+            row.pop(k)
+        row["step_exact_match"] = {"mean": 0.81, "ci95_seeds": None, "per_seed": {}}
+    (results / "02_sft/metrics.json").write_text(json.dumps(m))
+    body = tables.generate(results)[0]
+    head, forced = body.split("Teacher-forced diagnosis", 1)
+    assert "step exact match" not in head.split("#### SFT")[1] and "| step exact match |" in forced
 
 
 @pytest.mark.parametrize("text", ["no markers\n", f"{tables.END}\n{tables.BEGIN}\n",
