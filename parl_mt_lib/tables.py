@@ -429,6 +429,10 @@ def section_compare(res: _Results) -> list[str]:
         r = next((by[m, b] for b in benches if (m, b) in by), {})
         kinds.append(f"{METHODS.get(m, m)}: {r.get('interval', '?')}, {_num(r.get('n_seeds'))} run(s)")
     out += ["", "95% intervals — " + "; ".join(kinds) + "."]
+    excluded = {b: n for b, n in (c.get("excluded_bfcl_ids") or {}).items() if n}
+    if excluded:
+        out += ["", "Excluded from BFCL as hold-out training ids: "
+                + ", ".join(f"{n} from {b}" for b, n in sorted(excluded.items())) + "."]
     out += ["", *_paired(res, c, methods, benches)]
     out += [f"- {provenance_line(INPUTS['compare'], c)}"]
     return out + [""]

@@ -114,7 +114,8 @@ def fake_results(root):
             table.append({"method": m, "benchmark": b, "mean": sum(accs) / len(accs), "ci95_low": ci[0],
                           "ci95_high": ci[1], "interval": kind, "n_seeds": len(accs), "n_items": n})
     _w(root / "06_compare/comparison.json", {"table": table, "runs": runs, "methods": {}, "benchmarks": {},
-                                             "seeds": [0, 1, 2], "provenance": PROV})
+                                             "seeds": [0, 1, 2], "excluded_bfcl_ids": {"bfcl": 8},
+                                             "provenance": PROV})
     return root
 
 
@@ -149,6 +150,7 @@ def test_generation_is_deterministic_and_reads_every_table(results, tmp_path):
     assert "| 900.00 | 4.0e-06 | 9.0e-05 |" in body                  # gap: mean of seeds, max over seeds (None skipped)
     assert "| synthetic (20 items) |" in body and "| PARL-MT − SFT-PAG | what PAG-RL adds to SFT-PAG | synthetic | 20 |" in body
     assert "git 0123456-dirty, Linux-6.1-x86_64-with-glibc2.36, 2 CPUs, 2026-11-24" in body
+    assert "Excluded from BFCL as hold-out training ids: 8 from bfcl." in body
     for rel in tables.INPUTS.values():
         assert f"from `results/{rel}`" in body                     # every table names its run
 
