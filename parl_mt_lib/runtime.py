@@ -1,4 +1,20 @@
-"""Process-level plumbing: errors, paths, thread count, atomic writes, provenance.
+"""Process-level plumbing: errors, paths, thread count, atomic writes, provenance, and artifact fingerprints.
+
+**Fingerprints: nothing is reused silently.** Every artifact that a later call may reuse (a PAG build, an SFT
+cell, an RL seed, an ``evaluate`` run) is keyed by :func:`fingerprint` (sha256 of canonical JSON, 16 hex digits)
+of its config *and* of the fingerprints of its inputs (data, checkpoints, tasks), recorded as the directory's
+``fingerprint.json`` = ``{"fingerprint", "config", "inputs": {name: fingerprint}}`` (:func:`artifact_card`).
+An input is known by (:func:`input_fingerprint`): the content hash a directory records (``"output"``, cheap for
+data: a PAG build's train / validation / tasks text); else the fingerprint of the run that wrote it (our
+trainers copy their ``fingerprint.json`` into ``final/``); else a content hash of its files
+(:func:`content_fingerprint`: ``toy``, a downloaded model; files over 2 MiB hash only their size and first and
+last MiB, so a 7B checkpoint costs milliseconds); else its name (``oracle``, ``openai:NAME``, a hub id not on
+disk). Two rules use it. A *grid* (the caller asked for reuse of finished cells, :mod:`parl_mt_lib.grid`)
+reuses a cell only when its fingerprint matches and otherwise re-runs it, replacing that cell's own outputs.
+Anything else resuming into a directory (:func:`claim_dir`) resumes only the same fingerprint and otherwise
+stops with a one-line :class:`ConfigError` that names what changed (nothing is deleted). Code is not part of
+a fingerprint (every commit would invalidate everything): after changing code that alters an artifact, give
+it a new directory or delete the old one.
 
 Example:
     >>> from parl_mt_lib.runtime import atomic_write_json, provenance
@@ -8,9 +24,19 @@ Example:
     {'a': 1}
     >>> "bfcl-eval" in provenance()["packages"]
     True
+    >>> fingerprint({"b": [1, 2], "a": 1}) == fingerprint({"a": 1, "b": (1, 2)})  # canonical: key order, tuples
+    True
+    >>> card = artifact_card({"lr": 0.1}, {"data": "0123456789abcdef"})
+    >>> claim_dir(os.path.join(d, "run"), card), claim_dir(os.path.join(d, "run"), card)  # (fresh, same run)
+    (False, True)
+    >>> claim_dir(os.path.join(d, "run"), artifact_card({"lr": 0.2}, {"data": "0123456789abcdef"}))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    parl_mt_lib.runtime.ConfigError: ... holds a run with another config (changed: config.lr); pass another output directory, or delete it to start over (nothing was overwritten)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -252,3 +278,143 @@ def provenance(**extra) -> dict:
             pkgs[name] = None
     return {"packages": pkgs, "git_sha": git_sha(), "device": device_info(),
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+
+
+# ---------------------------------------------------------------- fingerprints (see the module docstring)
+
+FINGERPRINT_FILE = "fingerprint.json"
+_WHOLE = 2 * 2**20  # files up to this size are hashed whole; larger ones by size + first and last MiB
+
+
+def _jsonable(obj):
+    """``json.dumps`` fallback: a dataclass as the dict of its fields (not deep-copied: fast on big task lists),
+    anything else as ``str``."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    return str(obj)
+
+
+def fingerprint(obj) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys, no spaces; tuples as lists, dataclasses as their fields,
+    other values via ``str``), first 16 hex digits.
+
+    >>> fingerprint({"a": 1})
+    '015abd7f5cc57a2d'
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def artifact_card(config: dict, inputs: dict | None = None) -> dict:
+    """``{"fingerprint", "config", "inputs"}`` of an artifact: ``inputs`` maps a name to the input's fingerprint
+    (:func:`input_fingerprint`). ``config`` is stored as canonical JSON, so a card read back from disk compares
+    equal to a fresh one."""
+    config = json.loads(json.dumps(config, default=_jsonable))
+    inputs = {k: str(v) for k, v in sorted((inputs or {}).items())}
+    return {"fingerprint": fingerprint({"config": config, "inputs": inputs}), "config": config, "inputs": inputs}
+
+
+def read_fingerprint(path: str | os.PathLike) -> dict | None:
+    """The ``fingerprint.json`` card of a directory, or ``None`` (no file, or a torn / foreign one)."""
+    f = Path(path) / FINGERPRINT_FILE
+    try:
+        card = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return card if isinstance(card, dict) and "fingerprint" in card else None
+
+
+def write_fingerprint(path: str | os.PathLike, card: dict) -> None:
+    atomic_write_json(Path(path) / FINGERPRINT_FILE, card)
+
+
+def content_fingerprint(path: str | os.PathLike) -> str:
+    """Content hash of a directory's top-level files (or of one file): names, sizes and bytes; a file over
+    2 MiB contributes its size and its first and last MiB only. That keeps a 7B checkpoint at milliseconds; the
+    price is that two such files of one size that differ only in their middle collide. Our own checkpoints carry
+    a run fingerprint instead, so this applies to models made elsewhere (``toy``, a downloaded model)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        f for f in path.iterdir() if f.is_file() and not f.name.startswith(".") and f.name != FINGERPRINT_FILE)
+    h = hashlib.sha256()
+    for f in files:
+        size = f.stat().st_size
+        h.update(f"{f.name}\0{size}\0".encode())
+        with open(f, "rb") as fh:
+            if size <= _WHOLE:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(_WHOLE // 2))
+                fh.seek(-_WHOLE // 2, os.SEEK_END)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def input_fingerprint(spec: str | os.PathLike) -> str:
+    """How an artifact records one input (a model spec, a checkpoint or a data directory): a directory's recorded
+    content hash (``"output"`` in its ``fingerprint.json``), else its recorded run fingerprint, else
+    :func:`content_fingerprint` of its files; ``toy`` is its cached directory; anything that is not a directory
+    here (``oracle``, ``openai:NAME``, a hub id) is known by its name."""
+    s = str(spec)
+    if s == "toy":
+        from .models import resolve_model_path
+
+        path = Path(resolve_model_path("toy"))
+    else:
+        path = Path(s).expanduser()
+        if not path.exists() and not path.is_absolute():
+            path = REPO_ROOT / path  # relative paths also resolve from the repo root, as model paths do
+    if not path.is_dir():
+        return fingerprint({"name": s})
+    card = read_fingerprint(path)
+    if card is None:
+        return content_fingerprint(path)
+    return str(card.get("output") or card["fingerprint"])
+
+
+def card_changes(old: dict | None, new: dict) -> list[str]:
+    """What differs between two cards: ``config.KEY`` (one level into nested dicts) and ``inputs.NAME``."""
+    if old is None:
+        return ["no fingerprint.json (a run from before fingerprints, or files not written by this tool)"]
+    out = []
+    oc, nc = old.get("config") or {}, new.get("config") or {}
+    for k in sorted(set(oc) | set(nc)):
+        a, b = oc.get(k), nc.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"config.{k}.{j}" for j in sorted(set(a) | set(b)) if a.get(j) != b.get(j)]
+        else:
+            out.append(f"config.{k}")
+    oi, ni = old.get("inputs") or {}, new.get("inputs") or {}
+    out += [f"inputs.{k}" for k in sorted(set(oi) | set(ni)) if oi.get(k) != ni.get(k)]
+    return out or ["fingerprint"]
+
+
+def claim_dir(path: str | os.PathLike, card: dict, *, replace: bool = False, what: str = "config",
+              hint: str = "pass another output directory") -> bool:
+    """Make ``path`` the home of the artifact ``card``; ``True`` when it already is (resume or reuse its files).
+
+    A missing or empty directory is created and stamped with ``card``. A directory holding another fingerprint
+    (or files without one) stops with a one-line :class:`ConfigError` naming what changed, and nothing is
+    touched; with ``replace=True`` (a grid re-running its own stale cell) it is deleted and started afresh.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is a file; {hint}")
+    old = read_fingerprint(path) if path.exists() else None
+    if old is not None and old["fingerprint"] == card["fingerprint"]:
+        return True
+    if path.exists() and any(path.iterdir()):
+        if not replace:
+            changes = ", ".join(card_changes(old, card))
+            if len(changes) > 300:
+                changes = changes[:300] + "..."
+            raise ConfigError(f"{path} holds a run with another {what} (changed: {changes}); {hint}, "
+                              "or delete it to start over (nothing was overwritten)")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_fingerprint(path, card)
+    return False
