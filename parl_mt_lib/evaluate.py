@@ -202,29 +202,37 @@ def _episode_row(ep, seed: int, verdict: Verdict, wall_s: float) -> dict:
             "completion_tokens": [s.completion_tokens for s in steps], "wall_s": round(wall_s, 4)}
 
 
-def _check_config(path: Path, config: dict) -> None:
-    import json
+VERDICT_KEYS = ("policy", "prompting", "style", "temperature", "max_new_tokens", "context", "tool_docs", "base_url")
 
-    if path.exists():
-        old = json.loads(path.read_text())
-        keys = ("policy", "prompting", "style", "temperature", "max_new_tokens", "context", "tool_docs")
-        diff = {k: (old.get(k), config.get(k)) for k in keys if old.get(k) != config.get(k)}
-        if diff:
-            raise ConfigError(f"{path.parent} already holds a run with a different config {diff}; "
-                              "choose another results_dir (nothing was overwritten)")
+
+def _check_config(out: Path, config: dict, entries, policy_fp: str, replace: bool = False) -> dict:
+    """Claim ``out`` for this evaluation: its fingerprint is the config keys that decide a verdict
+    (:data:`VERDICT_KEYS`; seeds, limit and batch size are not: more seeds extend a run) plus the fingerprints
+    of the policy (a checkpoint's ``fingerprint.json`` or a content hash, see :mod:`parl_mt_lib.runtime`) and of
+    the tasks. A directory holding another fingerprint (say, the checkpoint behind it was retrained) stops with
+    one line and keeps its files, unless ``replace`` (a grid re-running its own cell). Returns the card."""
+    from .runtime import artifact_card, claim_dir, fingerprint
+
+    card = artifact_card({k: config.get(k) for k in VERDICT_KEYS},
+                         {"policy": policy_fp, "tasks": fingerprint(list(entries))})
+    claim_dir(out, card, replace=replace, what="evaluation config, checkpoint or task set",
+              hint="pass another results_dir")
+    return card
 
 
 def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=(0,), prompting: str = "plain",
              results_dir="results/05_evaluate", *, style: str = "python", context: str = "full_history",
              batch_size: int = 8, max_new_tokens: int = 256, temperature: float = 0.0,
              base_url: str = "http://127.0.0.1:8000/v1", progress: bool = True, policy_obj=None,
-             entries=None, exclude_ids=None, tool_docs: str = "full") -> dict:
+             entries=None, exclude_ids=None, tool_docs: str = "full", replace: bool = False) -> dict:
     """Evaluate a policy on BFCL multi-turn; resumable; returns and writes ``metrics.json``.
 
-    Writes ``config.json``, ``entries.jsonl`` (one verdict per seed x entry, appended as each
-    finishes) and ``metrics.json`` into ``results_dir``. A rerun with the same directory skips
-    finished (seed, entry) pairs. ``entries`` evaluates given tasks (e.g. held-out synthetic ones)
-    instead of BFCL categories; ``exclude_ids`` drops BFCL entries used for training (hold-out split).
+    Writes ``config.json``, ``fingerprint.json``, ``entries.jsonl`` (one verdict per seed x entry, appended as
+    each finishes) and ``metrics.json`` into ``results_dir``. A rerun with the same directory skips finished
+    (seed, entry) pairs, but only for the same policy checkpoint, tasks and verdict-deciding config (its
+    fingerprint); otherwise it stops with one line (nothing overwritten), or with ``replace=True`` starts the
+    directory over. ``entries`` evaluates given tasks (e.g. held-out synthetic ones) instead of BFCL
+    categories; ``exclude_ids`` drops BFCL entries used for training (hold-out split).
     """
     from .context import make_context
     from .policies import make_policy
@@ -252,8 +260,16 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
               "categories": cats, "limit": limit, "n_entries": len(entries), "excluded": len(exclude_ids or ()), "seeds": list(seeds), "prompting": prompting, "style": style,
               "context": context, "tool_docs": tool_docs, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
               "temperature": temperature, "base_url": base_url if str(policy).startswith("openai:") else None}
-    _check_config(out / "config.json", config)
-    out.mkdir(parents=True, exist_ok=True)
+    if policy_obj is None:
+        from .runtime import input_fingerprint
+
+        policy_fp = input_fingerprint(policy)
+    else:  # an in-memory policy object is known by its name only
+        from .runtime import fingerprint
+
+        policy_fp = fingerprint({"policy_object": config["policy"]})
+    card = _check_config(out, config, entries, policy_fp, replace)
+    config["fingerprint"] = card["fingerprint"]
     atomic_write_json(out / "config.json", config)
     start = time.time()
     rows_path = out / "entries.jsonl"

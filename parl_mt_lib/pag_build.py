@@ -1,7 +1,13 @@
 """The PAG pipeline end to end: tasks -> per-step examples -> verification -> augmentation -> dataset + card.
 
 Everything is built in a temporary directory and moved into place at the end, so a failure (say,
-the teacher endpoint is down) leaves no partial dataset behind.
+the teacher endpoint is down) leaves no partial dataset behind. Reuse rule: the directory's ``fingerprint.json``
+holds the build's config + input fingerprints (BFCL data version; teacher / verifier models where used; see
+:mod:`parl_mt_lib.runtime`) and ``"output"``, a hash of the train / validation / tasks text (what later runs
+record as this input). A build into a directory holding the same config fingerprint returns the stored card
+without rebuilding (``reuse=False`` forces a rebuild); another config rebuilds and replaces that PAG build (a
+rebuild never resumes, and runs trained on the old data see a changed input fingerprint); a directory that is
+not a PAG build is refused.
 
 Example:
     >>> import tempfile
@@ -22,7 +28,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .runtime import ConfigError, atomic_dir, atomic_write_json, provenance
+from .runtime import (ConfigError, artifact_card, atomic_dir, atomic_write_json, fingerprint, input_fingerprint,
+                      provenance, read_fingerprint, write_fingerprint)
 from .synth import SynthConfig, entry_from_dict, entry_to_dict, synthesize
 
 SOURCES = ("synthetic", "bfcl_holdout")
@@ -101,10 +108,29 @@ def _token_stats(examples, tokenizer) -> dict:
             "completion_tokens_progress": s(comp)}
 
 
+def pag_fingerprint(cfg: PAGConfig, verify_generate=None) -> dict:
+    """The build's card: its config + fingerprints of its inputs (the BFCL data version; the HF teacher and the
+    verifier model where they are used). A ``verify_generate`` function cannot be fingerprinted: such a build
+    gets a one-off fingerprint and is never reused."""
+    import uuid
+    from importlib import metadata
+
+    inputs = {"bfcl-eval": fingerprint({"bfcl-eval": metadata.version("bfcl-eval")})}
+    if cfg.teacher == "hf":
+        inputs["teacher"] = input_fingerprint(str(cfg.teacher_model))
+    if verify_generate is not None:
+        inputs["verifier"] = fingerprint({"custom verify_generate": uuid.uuid4().hex})
+    elif cfg.verifier == "policy" or cfg.verify_limit:
+        inputs["verifier"] = input_fingerprint(cfg.verifier_model)
+    return artifact_card(asdict(cfg), inputs)
+
+
 def build_pag(cfg: PAGConfig = PAGConfig(), out_dir="results/01_pag", *, progress: bool = True,
-              tokenizer=None, verify_generate=None) -> dict:
+              tokenizer=None, verify_generate=None, reuse: bool = True) -> dict:
     """Run the whole pipeline; write ``dataset/``, ``train.jsonl``, ``validation.jsonl``, ``tasks.jsonl``,
-    ``card.json`` (and ``split.json`` for the BFCL hold-out source) into ``out_dir``; return the card.
+    ``card.json``, ``fingerprint.json`` (and ``split.json`` for the BFCL hold-out source) into ``out_dir``;
+    return the card. With ``reuse``, a directory already holding this config's build (same fingerprint) is
+    returned as it is (module docstring: the reuse rule).
 
     ``verify_generate`` overrides the verifier model (a ``generate(list[(messages, prefix)])`` function).
     """
@@ -117,6 +143,14 @@ def build_pag(cfg: PAGConfig = PAGConfig(), out_dir="results/01_pag", *, progres
 
     t0 = time.time()
     out = Path(out_dir)
+    build_card = pag_fingerprint(cfg, verify_generate)
+    if (out / "card.json").exists():
+        old = read_fingerprint(out)
+        if reuse and old is not None and old["fingerprint"] == build_card["fingerprint"]:
+            return json.loads((out / "card.json").read_text())
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} holds files that are not a PAG build (no card.json); pass another out_dir "
+                          "(nothing was overwritten)")
     teacher = make_teacher(cfg.teacher, seed=cfg.seed, model=cfg.teacher_model, base_url=cfg.base_url,
                            **({"max_concurrency": cfg.teacher_concurrency} if cfg.teacher == "openai" else {}))
     tasks, overlap, split = _tasks(cfg, teacher)
@@ -199,12 +233,15 @@ def build_pag(cfg: PAGConfig = PAGConfig(), out_dir="results/01_pag", *, progres
         for name, rows in (("train", train), ("validation", val)):
             lines[name] = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
             (tmp / f"{name}.jsonl").write_text(lines[name])
-        (tmp / "tasks.jsonl").write_text("".join(json.dumps(entry_to_dict(t), default=list) + "\n" for t in tasks))
+        lines["tasks"] = "".join(json.dumps(entry_to_dict(t), default=list) + "\n" for t in tasks)
+        (tmp / "tasks.jsonl").write_text(lines["tasks"])
         DatasetDict({n: Dataset.from_list(_flat(r)) for n, r in (("train", train), ("validation", val))}
                     ).save_to_disk(str(tmp / "dataset"))
         if split:
             atomic_write_json(tmp / "split.json", split)
-        fingerprint = hashlib.sha256((lines["train"] + lines["validation"]).encode()).hexdigest()[:16]
+        data_fp = hashlib.sha256((lines["train"] + lines["validation"]).encode()).hexdigest()[:16]
+        write_fingerprint(tmp, {**build_card, "output": fingerprint({n: hashlib.sha256(t.encode()).hexdigest()
+                                                                      for n, t in lines.items()})})
         if tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -219,7 +256,8 @@ def build_pag(cfg: PAGConfig = PAGConfig(), out_dir="results/01_pag", *, progres
             "augmentation": aug_counts, "gold_pass_rate": gold_ok / len(tasks),
             "overlap_with_eval": overlap["n_overlapping"], "overlap_report": overlap,
             "token_stats": _token_stats(examples, tokenizer), "teacher": getattr(teacher, "name", cfg.teacher),
-            "teacher_fallbacks": getattr(teacher, "fallbacks", 0), "fingerprint": fingerprint,
+            "teacher_fallbacks": getattr(teacher, "fallbacks", 0), "fingerprint": data_fp,
+            "config_fingerprint": build_card["fingerprint"],
             "seeds": [cfg.seed], "config": asdict(cfg),
             "provenance": provenance(seeds=[cfg.seed], wall_clock_s=round(time.time() - t0, 2)),
         }

@@ -38,7 +38,7 @@ def test_bad_input_is_one_clear_error(tmp_path):
     out = tmp_path / "run"
     evaluate("oracle", ["base"], limit=1, results_dir=out, progress=False)
     before = (out / "entries.jsonl").read_text()
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match="another evaluation config"):
         evaluate("oracle", ["base"], limit=1, prompting="cot", results_dir=out, progress=False)
     assert (out / "entries.jsonl").read_text() == before  # nothing lost
     with pytest.raises(ConfigError, match="unknown category"):
@@ -93,3 +93,61 @@ def test_cli_oracle(tmp_path, capsys):
 
     assert main(["--categories", "miss_func", "--limit", "2", "--results-dir", str(tmp_path / "r")]) == 0
     assert json.loads(capsys.readouterr().out)["overall"] == 1.0
+
+
+def _retrain(ckpt):
+    """Stand-in for retraining a checkpoint in place: same files, other weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(ckpt))
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    model.save_pretrained(str(ckpt))
+
+
+def test_run_dir_of_a_retrained_checkpoint_is_not_reused(tmp_path, toy_path):
+    """Defect (issue 11): the directory's verdicts were reused after the checkpoint behind them was retrained."""
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(toy_path, ckpt)
+    out = tmp_path / "run"
+    kw = dict(limit=1, max_new_tokens=4, tool_docs="minimal", results_dir=out, progress=False)
+    evaluate(str(ckpt), ["base"], **kw)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _retrain(ckpt)
+    with pytest.raises(ConfigError) as err:
+        evaluate(str(ckpt), ["base"], **kw)
+    assert "\n" not in str(err.value) and "inputs.policy" in str(err.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # refused, nothing lost
+
+
+def test_fingerprint_keys_the_run(tmp_path, toy_path):
+    """A checkpoint carrying a run fingerprint (our trainers' final/) is known by it; more seeds extend a run;
+    ``replace=True`` (a grid re-running its cell) starts the directory over."""
+    import shutil
+
+    from parl_mt_lib.runtime import artifact_card, read_fingerprint, write_fingerprint
+
+    ckpt = tmp_path / "final"
+    shutil.copytree(toy_path, ckpt)
+    write_fingerprint(ckpt, artifact_card({"recipe": "a"}))
+    out = tmp_path / "run"
+    kw = dict(limit=1, max_new_tokens=4, tool_docs="minimal", results_dir=out, progress=False)
+    evaluate(str(ckpt), ["base"], **kw)
+    card = read_fingerprint(out)
+    assert card["inputs"]["policy"] == artifact_card({"recipe": "a"})["fingerprint"]
+    assert set(card["config"]) == {"policy", "prompting", "style", "temperature", "max_new_tokens", "context",
+                                   "tool_docs", "base_url"}
+    m = evaluate(str(ckpt), ["base"], seeds=[0, 1], **kw)  # same fingerprint: seed 0 reused, seed 1 added
+    assert len(read_jsonl(out / "entries.jsonl")) == 2 and m["seeds"] == [0, 1]
+    write_fingerprint(ckpt, artifact_card({"recipe": "b"}))  # retrained under another recipe
+    with pytest.raises(ConfigError, match="inputs.policy"):
+        evaluate(str(ckpt), ["base"], **kw)
+    evaluate("oracle", ["base"], **{**kw, "results_dir": tmp_path / "o"})
+    with pytest.raises(ConfigError, match="inputs.tasks"):  # another task set: refused, not mixed
+        evaluate("oracle", ["base"], **{**kw, "limit": 2, "results_dir": tmp_path / "o"})
+    evaluate(str(ckpt), ["base"], replace=True, **kw)
+    assert len(read_jsonl(out / "entries.jsonl")) == 1 and read_fingerprint(out)["inputs"]["policy"] == \
+        artifact_card({"recipe": "b"})["fingerprint"]
