@@ -4,6 +4,9 @@
   by the official checker; plus the official checker alone on the gold trajectories.
 * :func:`rollout_overhead`: the toy model through the driver vs raw ``generate`` of the same
   prompts and the same number of new tokens.
+* :func:`rl_update_cost`: seconds per RL update on one iteration's step samples, the full-logits
+  log-probs from before issue 11 (:func:`full_logits_token_logps`, kept here as the reference)
+  against logits at completion positions only, side by side on the same samples and weights.
 
 Example:
     >>> r = oracle_throughput(limit=2)
@@ -74,6 +77,89 @@ def rollout_overhead(model, tokenizer, entries, max_new_tokens: int = 32) -> dic
             "generate_inside_loop_s": round(gen_time[0], 3), "raw_generate_s": round(raw_s, 3),
             "overhead_s": round(loop_s - raw_s, 3), "overhead_pct": round(100 * (loop_s - raw_s) / raw_s, 1),
             "prompt_tokens_mean": round(statistics.mean(ptoks), 1), "prompt_tokens_max": max(ptoks)}
+
+
+def rl_update_cost(recipe_path="recipes/toy/pag_rl.yaml", repeats: int = 3, seed: int = 0) -> dict:
+    """Seconds per RL update (:func:`~parl_mt_lib.rl_update.update`) on one iteration's step samples: the
+    full-logits log-probs vs logits at completion positions only, interleaved, each from the same starting
+    weights and a fresh optimiser; median of ``repeats`` after one warm-up each.
+
+    The samples are one iteration of the recipe's rollouts (``tasks_per_iteration`` x ``group_size`` episodes)
+    by its starting policy when notebooks 01 and 02 have run, else by the toy after a 30-step SFT on a 16-task
+    PAG build (``samples_from`` says which; the untrained toy writes 96 tokens of noise at every step, a shape
+    no RL run sees: its update costs 0.5x the full-logits one, not the ~0.3x of SFT'd samples). Advantages are set to +1 / -1 alternately: the update's cost does not depend
+    on their values, only on there being some (the toy's rewards may not vary, and then the update is skipped).
+    """
+    import random
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    import torch
+
+    from .context import make_context
+    from .rl_recipe import METHODS, check_rl_recipe, context_mode, load_rl_recipe, rl_tasks
+    from .rl_samples import score_episodes, step_samples
+    from .rl_update import load_policy_model, trainable_parameters, update
+    from .runtime import ConfigError
+
+    recipe = load_rl_recipe(recipe_path, {"seed": seed})
+    tmp = None
+    try:
+        check_rl_recipe(recipe)
+        source = f"{recipe.init_path()} on {recipe.data}"
+    except ConfigError:  # notebooks 01/02 not run: a small PAG build and a short SFT of the toy stand in
+        from .pag_build import PAGConfig, build_pag
+        from .sft import load_recipe, train_sft
+
+        tmp = tempfile.TemporaryDirectory()
+        data = Path(tmp.name) / "pag"
+        build_pag(PAGConfig(n_tasks=16, seed=0, verify_limit=0,
+                            synth={"classes": ("GorillaFileSystem", "TicketAPI"), "calls_per_turn": (1, 1)}),
+                  data, progress=False)
+        sft = load_recipe("recipes/toy/sft.yaml", {"data": str(data), "view": METHODS[recipe.method][1],
+                                                   "max_steps": 30, "per_device_train_batch_size": 4,
+                                                   "save_steps": 1000, "logging_steps": 1000, "seed": seed})
+        init = train_sft(sft, Path(tmp.name) / "sft")["final_dir"]
+        recipe = replace(recipe, data=str(data), init=init)
+        source = "toy after 30 SFT steps on a 16-task PAG build (notebooks 01/02 not run)"
+    train, _ = rl_tasks(recipe)
+    model, tok = load_policy_model(recipe)
+    pol = HFPolicy(model, tok, max_new_tokens=recipe.max_new_tokens, temperature=recipe.temperature,
+                   top_p=recipe.top_p, micro_batch_size=recipe.generation_batch_size, keep_tokens=True)
+    torch.manual_seed(seed)
+    batch = random.Random(f"{seed}-0").sample(train, recipe.tasks_per_iteration)
+    eps = run_episodes(pol, [t for t in batch for _ in range(recipe.group_size)],
+                       make_context(context_mode(recipe), tool_docs=recipe.tool_docs),
+                       max_steps=recipe.max_steps_per_turn, batch_size=recipe.generation_batch_size, progress=False)
+    samples = step_samples(eps, score_episodes(eps, recipe), recipe, group_of=lambda ep: ep.entry.id)
+    if tmp is not None:
+        tmp.cleanup()
+    for i, s in enumerate(samples):
+        s["advantage"] = 1.0 if i % 2 == 0 else -1.0
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    variants = {"full_logits": full_logits_token_logps, "completion_logits": None}  # None: update's default
+    secs = {k: [] for k in variants}
+    rows = {}
+    for r in range(repeats + 1):  # round 0 warms up
+        for name, fn in variants.items():
+            model.load_state_dict(start)
+            opt = torch.optim.AdamW(trainable_parameters(model), lr=recipe.learning_rate, weight_decay=0.0)
+            t0 = time.perf_counter()
+            rows[name] = update(model, opt, samples, recipe, tok.pad_token_id, None, logps_fn=fn)
+            if r:
+                secs[name].append(time.perf_counter() - t0)
+    old, new = statistics.median(secs["full_logits"]), statistics.median(secs["completion_logits"])
+    return {"samples_from": source, "samples": len(samples), "micro_batch_size": recipe.micro_batch_size,
+            "prompt_tokens_mean": round(statistics.mean(len(s["prompt_ids"]) for s in samples), 1),
+            "completion_tokens_mean": round(statistics.mean(len(s["completion_ids"]) for s in samples), 1),
+            "full_logits_update_s": round(old, 3), "completion_logits_update_s": round(new, 3),
+            "new_over_old": round(new / old, 3), "repeats": repeats,
+            "loss_full_logits": rows["full_logits"]["loss"], "loss_completion_logits": rows["completion_logits"]["loss"],
+            "grad_norm_full_logits": rows["full_logits"]["grad_norm"],
+            "grad_norm_completion_logits": rows["completion_logits"]["grad_norm"],
+            "logprob_gap_mean": rows["completion_logits"]["logprob_gap_mean"],
+            "logprob_gap_max": rows["completion_logits"]["logprob_gap_max"]}
 
 
 def full_logits_token_logps(model, ids, attn, comp=None, temperature: float = 1.0):
