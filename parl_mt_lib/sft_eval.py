@@ -49,7 +49,10 @@ def play(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_to
 def step_verdicts(episode) -> list[bool | None]:
     """Per step of a played episode: did it take the right next action along its own trajectory (see module doc)?
     ``None`` where the task has no gold calls for that turn (nothing to compare with)."""
+    from .envs import param_order
+
     gold = getattr(episode.task, "gold_calls", None) or []
+    order = param_order(episode.task)  # a positional argument is named from the task's docs before comparing
     out, made, last = [], [], None
     for step in episode.steps:
         if step.turn != last:
@@ -57,10 +60,10 @@ def step_verdicts(episode) -> list[bool | None]:
         if step.turn >= len(gold):
             out.append(None)
             continue
-        left = Counter(call_key(c) for c in made)
+        left = Counter(call_key(c, order) for c in made)
         remaining = []
         for c in gold[step.turn]:
-            k = call_key(c)
+            k = call_key(c, order)
             if left[k]:
                 left[k] -= 1
             else:
@@ -70,7 +73,7 @@ def step_verdicts(episode) -> list[bool | None]:
         elif not step.calls:
             ok = not remaining
         else:
-            ok = same_calls(step.calls, remaining[:len(step.calls)])
+            ok = same_calls(step.calls, remaining[:len(step.calls)], order)
         out.append(ok)
         if ok:  # only a right action moves the policy along the gold turn
             made += step.calls

@@ -13,6 +13,7 @@ from parl_mt_lib.pag import (augment_mask, augment_paraphrase, augment_schema, e
 from parl_mt_lib.pag_build import PAGConfig, build_pag
 from parl_mt_lib.policies import PolicyError
 from parl_mt_lib.progress import ProgressContext, TeacherPolicy, TemplateTeacher
+from parl_mt_lib.progress_format import parse_progress
 from parl_mt_lib.rollout import run_episodes
 from parl_mt_lib.runtime import ConfigError
 from parl_mt_lib.splits import OverlapError, assert_disjoint, holdout_split
@@ -67,8 +68,9 @@ def test_progress_context_replaces_history():
         roles = [m["role"] for m in msgs]
         assert roles[:2] == ["system", "user"] and roles.count("assistant") <= 1 and roles.count("user") == 1
         for m in msgs:
-            if m["role"] == "assistant":
-                assert m["content"].startswith("<summary>") and m["content"].endswith("</plan>")
+            if m["role"] == "assistant":  # the latest summary + plan, then the calls that step made
+                block = parse_progress(m["content"])
+                assert block is not None and block.rest.startswith("[") and block.rest.endswith(")]"), m["content"]
     # the first step of turn 1 carries turn 0's last summary into the request
     turn1 = [m for m in seen if "grep" in m[1]["content"] or "<summary>" in m[1]["content"]]
     assert any(m[1]["content"].startswith("<summary>") for m in turn1)
@@ -84,7 +86,7 @@ def test_uninformative_summary_is_dropped(tasks):
     def reader(batch):  # a MockModel that can only copy what the plan says
         out = []
         for msgs, prefix in batch:
-            nxt = prefix.split("Next: ")[-1].split(",")[0].split("(")[0].rstrip(".<>/plan")
+            nxt = prefix.split("Next: ")[-1].split(",")[0].split("(")[0].split(".")[0].split("<")[0]
             out.append(f"[{ex['gold_call']}]" if nxt and ex["gold_call"].startswith(nxt + "(") else "[]")
         return out
 

@@ -60,3 +60,11 @@ def test_step_verdicts_follow_the_policys_own_trajectory():
     assert step_verdicts(ep2)[:3] == [True, True, True]
     m = trajectory_metrics([ep], "plain")
     assert m["task_success"] == 0.0 and 0 < m["step_accuracy"] < 1 and m["format_validity"] == 1.0
+
+
+def test_step_verdicts_name_positional_arguments_from_the_task_docs():
+    from parl_mt_lib.bfcl import entry_by_id
+    from parl_mt_lib.sft_eval import step_verdicts
+
+    e = entry_by_id("multi_turn_base_0")
+    assert step_verdicts(_episode(["[cd('document')]"], e))[0] is True

@@ -119,6 +119,13 @@ class _Stub:
         self.turns = [None] * n
 
 
+def param_order(task) -> dict[str, list[str]]:
+    """Function name -> parameter names in doc order, from the task's tool docs (those offered later included):
+    what names a positional argument when calls are compared (:func:`parl_mt_lib.calls.call_key`)."""
+    docs = list(task.functions) + [d for ds in (getattr(task, "missed_functions", None) or {}).values() for d in ds]
+    return {d["name"]: list((d.get("parameters") or {}).get("properties", {})) for d in docs}
+
+
 _REGISTRY: dict[str, Benchmark] = {}
 
 
