@@ -30,10 +30,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .progress_format import PREAMBLE_TAGS
+
 MAX_CHARS = 20_000  # BFCL's longest gold step renders to < 2k characters
 MAX_CALLS = 64
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_PREAMBLE = re.compile(r"^\s*<(think|summary|plan)>(.*?)</\1>", re.DOTALL)
+_PREAMBLE = re.compile(rf"^\s*<({'|'.join(PREAMBLE_TAGS)})>(.*?)</\1>", re.DOTALL)
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _FENCE = re.compile(r"^```[a-zA-Z]*\n?(.*?)\n?```$", re.DOTALL)
 

@@ -19,10 +19,11 @@ import copy
 import random
 import re
 
-from .calls import CallParseError, parse_calls, same_calls, strip_preamble
-from .context import FullHistoryContext
+from .calls import CallParseError, parse_calls, same_calls
+from .context import FullHistoryContext, ProgressContext
 from .env import Environment
-from .progress import ProgressContext, TeacherPolicy, TemplateTeacher
+from .progress import TeacherPolicy, TemplateTeacher
+from .progress_format import format_progress, parse_progress
 from .rollout import run_episodes
 
 
@@ -43,14 +44,14 @@ def step_examples(task, teacher=None, style: str = "python") -> list[dict]:
     tool_names = [d["name"] for d in task.functions]
     out, calls_before = [], 0
     for i, (sp, sf) in enumerate(zip(ep_p.steps, ep_f.steps)):
-        _, blocks = strip_preamble(sp.output)
+        block = parse_progress(sp.output)
         out.append({
             "task_id": task.id, "step": i, "turn": sp.turn, "kind": "call" if sp.calls else "no_call",
             "calls_before": calls_before,
             "progress_messages": _without_system(prog_prompts[i]),
             "plain_messages": _without_system(plain_prompts[i]),
             "completion_progress": sp.output, "completion_plain": sf.output,
-            "summary": blocks.get("summary", ""), "plan": blocks.get("plan", ""),
+            "summary": block.summary if block else "", "plan": block.plan if block else "",
             "gold_call": sp.calls[0] if len(sp.calls) == 1 else ("; ".join(sp.calls) or None),
             "tool_names": tool_names, "augment": "none", "style": style,
         })
@@ -115,8 +116,6 @@ def policy_verify(examples: list[dict], tasks: dict, generate, k: int = 1, thres
     """Model-aware verification: ``generate(list[(messages, prefix)]) -> list[str]`` continues the
     teacher's ``<summary>…</summary><plan>…</plan>`` prefix from the progress context; an example
     passes if at least ``threshold`` of ``k`` samples reproduce the gold call."""
-    from .progress import format_progress
-
     batch = []
     for ex in examples:
         msgs = build_messages(ex, tasks[ex["task_id"]], "progress")

@@ -31,18 +31,16 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 from .calls import CallParseError, call_key, parse_calls, value_key
+from .progress_format import progress_ok
 from .runtime import ConfigError
-
-_PROGRESS = re.compile(r"^\s*<summary>.*?</summary>\s*<plan>.*?</plan>", re.DOTALL)
 
 
 def format_ok(text: str, view: str) -> bool:
     """Well-formed step output for the view (see module doc)."""
-    if view == "progress" and not _PROGRESS.match(text):
+    if view == "progress" and not progress_ok(text):
         return False
     try:
         parse_calls(text)
@@ -187,11 +185,13 @@ def _canonical(text: str, order: dict) -> str:
 
 
 def step_views(episode, view: str, task_success: bool, turn_success: list[bool]) -> list[StepView]:
-    """The :class:`StepView` of every step of a played episode (gold calls from its entry)."""
-    from .bfcl import param_order
+    """The :class:`StepView` of every step of a played episode (gold calls from its task, where it has them;
+    positional arguments named from the task's tool docs)."""
+    from .envs import param_order
 
-    order = param_order()
-    gold = [[c.with_keywords(order.get(c.name, [])).render() for c in turn] for turn in episode.entry.gold_calls]
+    order = param_order(episode.task)
+    gold = [[c.with_keywords(order.get(c.name, [])).render() for c in turn]
+            for turn in getattr(episode.task, "gold_calls", None) or []]
     out, made, last_turn, k = [], [], -1, 0
     for step in episode.steps:
         if step.turn != last_turn:
