@@ -1,14 +1,18 @@
 """Synthetic multi-turn training tasks from environment interaction (PAG's first stage).
 
-For each task: pick 1-2 of the 8 BFCL classes, take an initial state from the package's configs
-(the ``initial_config`` states BFCL ships) and perturb it (file trees get renamed/extra files), then
-sample call chains by rejection: a call is kept only if it executes without error and either
+For each task: pick 1-2 of the 8 BFCL classes, start from one of the ``initial_config`` states BFCL
+ships and perturb it, seeded, for every stateful class (:data:`PERTURB`: new user names, ids, balances,
+prices and sensor values, records added, file trees renamed and extended), so that no synthetic
+initial state equals any BFCL evaluation initial state (MathAPI is stateless: nothing to perturb).
+Then sample call chains by rejection: a call is kept only if it executes without error and either
 changes the public state or returns a non-empty result (read-only calls are capped). Calls are
 grouped into turns; a teacher (``progress.TemplateTeacher`` by default) writes each turn's request.
 BFCL-style twists by knob: a missing parameter (the request omits a value, gold turn ``[]``, the
 next user turn supplies it) and a function offered only later (gold ``[]``, then a hold-out turn
 with the docs). Every task is verified by the official checker on its own gold calls and
-deduplicated; overlap with BFCL evaluation entries is asserted to be zero (``splits``).
+deduplicated; a candidate that overlaps a BFCL evaluation entry under ``splits``' rule (shared id,
+request, gold sequence, run of ``splits.MIN_RUN`` gold calls, or initial state) is rejected, and
+:func:`synthesize` asserts that none is left.
 
 Example:
     >>> tasks = synthesize(SynthConfig(n_tasks=3, seed=1))
@@ -22,6 +26,7 @@ import hashlib
 import importlib
 import json
 import random
+import re
 from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
@@ -35,6 +40,8 @@ NEW_NAMES = ["notes", "draft", "summary", "data", "plan", "budget", "log", "idea
              "photos", "results", "todo", "review", "invoice", "memo", "letter", "chart"]
 EXTS = [".txt", ".pdf", ".csv", ".md"]
 WORDS = ["alpha", "quarterly", "project", "team", "final", "weekly", "client", "market", "update", "travel"]
+FIRST_NAMES = ["Nora", "Omar", "Priya", "Liam", "Zoe", "Ivan", "Maya", "Ethan", "Lena", "Hugo", "Aria", "Felix"]
+LAST_NAMES = ["Okafor", "Lindqvist", "Moreau", "Tanaka", "Castillo", "Novak", "Haddad", "Berg"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,8 @@ def _docs_with_hint(cls: str) -> list[dict]:
 
 
 def _config_pool() -> dict[str, list[dict]]:
-    """Initial states per class, as shipped in the package (deduplicated)."""
+    """Starting points per class: the states shipped with BFCL's base entries (deduplicated); every task
+    perturbs the one it draws (:data:`PERTURB`), so none is used as it is."""
     pool: dict[str, dict[str, dict]] = {c: {} for c in CLASSES}
     for e in load_entries("base"):
         for cls, cfg in e.initial_config.items():
@@ -92,6 +100,168 @@ def _perturb_tree(node: dict, rng: random.Random) -> None:
         name = f"{rng.choice(NEW_NAMES)}{rng.choice(EXTS)}"
         contents.setdefault(name, {"type": "file", "content": f"{rng.choice(WORDS)} {rng.choice(WORDS)} "
                                                                f"{rng.randint(1, 9999)}"})
+
+
+# ---- per-class perturbations of a drawn initial config (in place; JSON-native values; seeded by the task rng).
+# Each changes what the class's ``_load_scenario`` reads (see bfcl_eval...func_source_code.*), keeps ids
+# consistent with their counters, and leaves the state loadable; tasks are then sampled on the new state.
+
+def _redigit(text: str, rng: random.Random) -> str:
+    """The same string with every digit redrawn, so ids keep their shape ('USR005' -> 'USR731')."""
+    return re.sub(r"\d", lambda _: str(rng.randint(0, 9)), text)
+
+
+def _reint(x: int, rng: random.Random) -> int:
+    """A random integer with as many digits as ``x``."""
+    n = len(str(abs(int(x))))
+    return rng.randint(10 ** (n - 1) if n > 1 else 0, 10 ** n - 1)
+
+
+def _sentence(rng: random.Random) -> str:
+    return f"{rng.choice(WORDS).title()} {rng.choice(WORDS)} {rng.choice(NEW_NAMES)} {rng.randint(1, 99)}"
+
+
+def _fresh(rng: random.Random, names: list, taken) -> str:
+    return rng.choice([n for n in names if n not in taken] or [f"{rng.choice(names)}{rng.randint(10, 99)}"])
+
+
+def _perturb_files(conf: dict, rng: random.Random) -> None:
+    roots = conf.setdefault("root", {"workspace": {"type": "directory", "contents": {}}})
+    for root in roots.values():
+        _perturb_tree(root, rng)
+        contents = root.setdefault("contents", {})
+        name = _fresh(rng, [f"{n}_{rng.randint(100, 999)}{rng.choice(EXTS)}" for n in NEW_NAMES], contents)
+        contents[name] = {"type": "file", "content": _sentence(rng)}  # always one new file at the top
+
+
+def _perturb_twitter(conf: dict, rng: random.Random) -> None:
+    old = conf.get("username", "john")
+    new = f"{rng.choice(WORDS)}_{rng.choice(NEW_NAMES)}{rng.randint(10, 99)}"
+    conf["username"] = new
+    conf["password"] = _redigit(conf.get("password", "pass"), rng) + f"#{rng.randint(10, 99)}"
+    tweets = {str(k): v for k, v in conf.get("tweets", {}).items()}
+    for t in tweets.values():
+        if t.get("username") == old:
+            t["username"] = new
+    if isinstance(conf.get("retweets"), dict) and old in conf["retweets"]:
+        conf["retweets"][new] = conf["retweets"].pop(old)
+    nxt = max([int(k) + 1 for k in tweets] + [int(conf.get("tweet_counter", 0))])
+    for _ in range(rng.randint(1, 2)):
+        tweets[str(nxt)] = {"id": nxt, "username": new, "content": _sentence(rng),
+                            "tags": [f"#{rng.choice(WORDS)}"], "mentions": []}
+        nxt += 1
+    conf["tweets"], conf["tweet_counter"] = tweets, nxt
+    following = list(conf.get("following_list", ["alice", "bob"]))
+    conf["following_list"] = following + [f"{rng.choice(FIRST_NAMES).lower()}{rng.randint(1, 99)}"]
+
+
+def _perturb_messages(conf: dict, rng: random.Random) -> None:
+    from bfcl_eval.eval_checker.multi_turn_eval.func_source_code.message_api import DEFAULT_STATE
+
+    users = dict(conf.get("user_map", DEFAULT_STATE["user_map"]))
+    old = rng.choice(sorted(users))
+    users = {(_fresh(rng, FIRST_NAMES, users) if k == old else k): v for k, v in users.items()}  # rename one
+    uid = _fresh(rng, [f"USR{rng.randint(100, 999)}" for _ in range(5)], set(users.values()))
+    users[_fresh(rng, FIRST_NAMES, users)] = uid                                                  # add one
+    conf["user_map"] = users
+    conf["user_count"] = int(conf.get("user_count", DEFAULT_STATE["user_count"])) + 1
+    inbox = copy.deepcopy(conf.get("inbox", DEFAULT_STATE["inbox"]))
+    as_list = any(isinstance(v, list) for m in inbox for v in m.values())
+    text = _sentence(rng)
+    inbox.append({rng.choice(sorted(users.values())): [text] if as_list else text})
+    conf["inbox"] = inbox
+
+
+def _perturb_tickets(conf: dict, rng: random.Random) -> None:
+    queue = copy.deepcopy(conf.get("ticket_queue", []))
+    shift = rng.randint(1, 900)
+    for t in queue:
+        if isinstance(t.get("id"), int):
+            t["id"] += shift
+    ids = [t["id"] + 1 for t in queue if isinstance(t.get("id"), int)]
+    counter = max(ids + [int(conf.get("ticket_counter", 1)) + shift])
+    queue.append({"id": counter, "title": f"{rng.choice(WORDS)} {rng.choice(NEW_NAMES)} issue",
+                  "description": _sentence(rng), "status": "Open", "priority": rng.randint(1, 5),
+                  "created_by": conf.get("current_user") or rng.choice(FIRST_NAMES)})
+    conf["ticket_queue"], conf["ticket_counter"] = queue, counter + 1
+
+
+def _perturb_trading(conf: dict, rng: random.Random) -> None:
+    from bfcl_eval.eval_checker.multi_turn_eval.func_source_code.trading_bot import DEFAULT_STATE
+
+    acct = dict(conf.get("account_info", DEFAULT_STATE["account_info"]))
+    acct["account_id"] = _reint(acct.get("account_id", 12345), rng)
+    acct["balance"] = round(float(acct.get("balance", 10000.0)) * rng.uniform(0.5, 1.5), 2)
+    acct["binding_card"] = _reint(acct.get("binding_card", 1974202140965533), rng)
+    conf["account_info"] = acct
+    stocks = copy.deepcopy(conf.get("stocks", DEFAULT_STATE["stocks"]))
+    for s in stocks.values():
+        f = rng.uniform(0.85, 1.15)
+        for k in ("price", "MA(5)", "MA(20)"):
+            if isinstance(s.get(k), (int, float)):
+                s[k] = round(s[k] * f, 2)
+        s["percent_change"] = round(rng.uniform(-0.5, 0.5), 2)
+    conf["stocks"] = stocks
+    watch = list(conf.get("watch_list", DEFAULT_STATE["watch_list"]))
+    unwatched = sorted(set(stocks) - set(watch))
+    conf["watch_list"] = watch + [rng.choice(unwatched)] if unwatched else watch[1:]
+    shift = rng.randint(1, 999)
+    orders = {}
+    for k, v in copy.deepcopy(conf.get("orders", DEFAULT_STATE["orders"])).items():
+        if str(k).isdigit():
+            k = str(int(k) + shift)
+            if isinstance(v, dict) and isinstance(v.get("id"), int):
+                v["id"] = int(k)
+        orders[str(k)] = v
+    conf["orders"] = orders
+    conf["order_counter"] = int(conf.get("order_counter", DEFAULT_STATE["order_counter"])) + shift
+
+
+def _perturb_travel(conf: dict, rng: random.Random) -> None:
+    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+    cards = {}
+    for cid, card in copy.deepcopy(conf.get("credit_card_list", {})).items():
+        for k in ("card_number", "expiration_date", "expiry_date"):
+            if isinstance(card.get(k), str):
+                card[k] = _redigit(card[k], rng) if k == "card_number" else f"{rng.randint(1, 12):02d}/20{rng.randint(27, 34)}"
+        for k in ("cvv", "card_verification_number"):
+            if isinstance(card.get(k), int):
+                card[k] = _reint(card[k], rng)
+        if isinstance(card.get("balance"), (int, float)):
+            card["balance"] = round(float(card["balance"]) * rng.uniform(0.5, 1.5), 2)
+        if "cardholder_name" in card:
+            card["cardholder_name"] = f"{first} {last}"
+        cards[_redigit(cid, rng) if re.search(r"\d", cid) else f"{cid}{rng.randint(10, 99)}"] = card
+    if not cards or rng.random() < 0.5:
+        cards[str(rng.randint(100000, 999999))] = {
+            "card_number": _redigit("4000-0000-0000-0000", rng), "card_type": rng.choice(["Visa", "Mastercard"]),
+            "expiration_date": f"{rng.randint(1, 12):02d}/20{rng.randint(27, 34)}", "cardholder_name": f"{first} {last}",
+            "card_verification_number": rng.randint(100, 999), "balance": float(rng.randint(500, 20000))}
+    conf["credit_card_list"] = cards
+    conf["user_first_name"], conf["user_last_name"] = first, last
+    conf["budget_limit"] = round(float(conf.get("budget_limit") or 5000.0) * rng.uniform(0.5, 1.5), 2)
+    if isinstance(conf.get("access_token"), str):
+        conf["access_token"] = _redigit(conf["access_token"], rng) + rng.choice(NEW_NAMES)
+
+
+def _perturb_vehicle(conf: dict, rng: random.Random) -> None:
+    conf.update(fuelLevel=round(rng.uniform(5, 45), 1), batteryVoltage=round(rng.uniform(11.8, 13.4), 1),
+                acTemperature=float(rng.randint(16, 28)), fanSpeed=rng.randint(0, 100),
+                humidityLevel=round(rng.uniform(30, 70), 1), distanceToNextVehicle=float(rng.randint(10, 150)))
+    for tire in ("frontLeftTirePressure", "frontRightTirePressure", "rearLeftTirePressure", "rearRightTirePressure"):
+        conf[tire] = round(rng.uniform(28, 36), 1)
+    conf["doorStatus"] = {d: rng.choice(["locked", "unlocked"]) for d in ("driver", "passenger", "rear_left", "rear_right")}
+    conf.pop("remainingUnlockedDoors", None)  # the loader recomputes it from doorStatus
+
+
+def _perturb_math(conf: dict, rng: random.Random) -> None:
+    conf.clear()  # MathAPI is stateless: BFCL never loads a scenario into it, so carry none of BFCL's
+
+
+PERTURB = {"GorillaFileSystem": _perturb_files, "TwitterAPI": _perturb_twitter, "MessageAPI": _perturb_messages,
+           "TicketAPI": _perturb_tickets, "TradingBot": _perturb_trading, "TravelAPI": _perturb_travel,
+           "VehicleControlAPI": _perturb_vehicle, "MathAPI": _perturb_math}
+"""Class -> in-place perturbation of a config drawn from :func:`_config_pool` (one for each of ``CLASSES``)."""
 
 
 def _instance(cls: str, config: dict):
@@ -219,16 +389,24 @@ def _fingerprint(turn_calls: list[list[Call]]) -> str:
     return hashlib.sha256(json.dumps([[c.render() for c in t] for t in turn_calls]).encode()).hexdigest()[:16]
 
 
-def synthesize(cfg: SynthConfig = SynthConfig(), teacher=None, progress: bool = False) -> list[Entry]:
-    """Build ``cfg.n_tasks`` verified, deduplicated synthetic tasks (``Entry`` objects, category ``synthetic``)."""
+def synthesize(cfg: SynthConfig = SynthConfig(), teacher=None, progress: bool = False,
+               stats: dict | None = None) -> list[Entry]:
+    """Build ``cfg.n_tasks`` verified, deduplicated synthetic tasks (``Entry`` objects, category ``synthetic``).
+
+    Candidates that overlap a BFCL evaluation entry (``splits.task_overlap``: id, request, gold sequence,
+    a run of ``splits.MIN_RUN`` gold calls, or an initial state) are rejected; the result is asserted
+    disjoint (:class:`splits.OverlapError` otherwise). ``stats``, if given, is filled with the candidate
+    count and the rejections by reason (``empty``, ``duplicate``, ``overlap:<rule>``, ``checker``).
+    """
     from .evaluate import score_entry
     from .progress import TemplateTeacher
-    from .splits import assert_disjoint
+    from .splits import assert_disjoint, task_overlap
 
     teacher = teacher or TemplateTeacher(seed=cfg.seed)
     rng = random.Random(cfg.seed)
     pool = _config_pool()
     tasks, seen = [], set()
+    rejected: dict[str, int] = {}
     bar = tqdm(total=cfg.n_tasks, desc="synthesising tasks", disable=not progress)
     attempts = 0
     while len(tasks) < cfg.n_tasks:
@@ -237,18 +415,25 @@ def synthesize(cfg: SynthConfig = SynthConfig(), teacher=None, progress: bool = 
             raise RuntimeError(f"only {len(tasks)} of {cfg.n_tasks} tasks after {attempts} attempts; "
                                "loosen the knobs (fewer calls per turn, more classes)")
         task = _one_task(cfg, rng, pool, teacher, len(tasks))
+        why = None
         if task is None:
+            why = "empty"
+        elif _fingerprint(task.gold_calls) in seen:
+            why = "duplicate"
+        elif hits := task_overlap(task):
+            why = "overlap:" + "+".join(hits)
+        elif not score_entry(task, task.gold).valid:  # official checker on its own gold calls
+            why = "checker"
+        if why:
+            rejected[why] = rejected.get(why, 0) + 1
             continue
-        fp = _fingerprint(task.gold_calls)
-        if fp in seen:
-            continue
-        if not score_entry(task, task.gold).valid:  # official checker on its own gold calls
-            continue
-        seen.add(fp)
+        seen.add(_fingerprint(task.gold_calls))
         tasks.append(task)
         bar.update(1)
     bar.close()
-    assert_disjoint(tasks)
+    if stats is not None:
+        stats.update(candidates=attempts, rejected=dict(sorted(rejected.items())))
+    assert_disjoint(tasks)  # every rule, initial states included: raises OverlapError
     return tasks
 
 
@@ -257,10 +442,8 @@ def _one_task(cfg: SynthConfig, rng: random.Random, pool, teacher, index: int) -
     configs = {}
     for cls in classes:
         conf = copy.deepcopy(rng.choice(pool[cls]))
-        if cls == "GorillaFileSystem":
-            for root in conf.get("root", {}).values():
-                _perturb_tree(root, rng)
-        configs[cls] = conf
+        PERTURB[cls](conf, rng)
+        configs[cls] = json.loads(json.dumps(conf))  # as tasks.jsonl stores it, so what is checked is what is saved
     samplers = {c: _Sampler(c, _instance(c, configs[c]), rng, cfg.attempts_per_call) for c in classes}
     turn_calls, turn_results = [], []
     n_read = n_total = 0
