@@ -86,18 +86,32 @@ def load_rl_recipe(path, overrides: dict | None = None) -> RLRecipe:
 
 
 def rl_tasks(recipe: RLRecipe) -> tuple[list, list]:
-    """(training tasks, held-out tasks) from the PAG directory; training tasks are asserted disjoint from
-    BFCL evaluation entries and from the held-out tasks."""
-    from .pag_build import load_pag
-    from .splits import assert_disjoint
+    """(training tasks, held-out tasks) from the PAG directory; training and held-out tasks never share an id.
 
-    splits, tasks = load_pag(repo_path(recipe.data))
+    Synthetic data: training tasks are asserted disjoint from every BFCL evaluation entry under the overlap
+    rule of :mod:`parl_mt_lib.splits` (initial states included). BFCL hold-out data (the directory has a
+    ``split.json``): every task must be one of the split's training ids, and training tasks are asserted
+    disjoint from the split's evaluation ids only (states not compared: BFCL reuses its configs); evaluation
+    must then leave the training ids out (``evaluate(..., exclude_ids=splits.excluded_ids(recipe.data))``).
+    """
+    from .pag_build import load_pag
+    from .splits import assert_disjoint, load_split
+
+    data = repo_path(recipe.data)
+    splits, tasks = load_pag(data)
     train_ids = sorted({e["task_id"] for e in splits["train"]})
     held_ids = sorted({e["task_id"] for e in splits["validation"]})
     if set(train_ids) & set(held_ids):
         raise AssertionError(f"RL training tasks overlap held-out tasks: {sorted(set(train_ids) & set(held_ids))[:5]}")
     train = [tasks[i] for i in train_ids][:recipe.task_pool]
-    assert_disjoint(train)
+    split = load_split(data)
+    if split is None:
+        assert_disjoint(train)
+    else:
+        outside = sorted(set(tasks) - set(split["train_ids"]))
+        if outside:
+            raise AssertionError(f"{recipe.data} holds tasks outside its split's training ids: {outside[:5]}")
+        assert_disjoint(train, split["eval_ids"], states=False)
     if recipe.tasks_per_iteration > len(train):
         raise ConfigError(f"tasks_per_iteration {recipe.tasks_per_iteration} > {len(train)} training tasks in {recipe.data}")
     return train, [tasks[i] for i in held_ids][:recipe.eval_tasks]
