@@ -3,7 +3,10 @@
 Rows are TRL prompt/completion pairs (``pag.sft_rows``): TRL then puts the loss on the completion
 only — the assistant's summary + plan + call (progress view) or the bare call (plain view) — never on
 system, user or tool tokens. Checkpoints are written every ``save_steps``; a rerun with the same
-output directory resumes from the last one. The resolved recipe is saved next to the model.
+output directory resumes from the last one, but only under the same recipe and inputs: the directory's
+``fingerprint.json`` (recipe + fingerprints of the model and the PAG data, see :mod:`parl_mt_lib.runtime`) must
+match, else the run stops with one line. The resolved recipe and the fingerprint are saved next to the model
+(``final/``), so whatever is evaluated or trained from it later knows which run it came from.
 
 Example:
     >>> r = load_recipe("recipes/toy/sft.yaml", {"max_steps": 2})
@@ -21,9 +24,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .runtime import ConfigError, atomic_write_json, load_yaml_recipe, provenance, repo_path
+from .runtime import (ConfigError, artifact_card, atomic_write_json, claim_dir, input_fingerprint, load_yaml_recipe,
+                      provenance, repo_path, write_fingerprint)
 
 VIEWS = ("progress", "plain")
+# summarised per grid cell; the first four come from free-running play (comparable across views), tf_* are
+# teacher-forced on gold contexts (diagnosis only: the progress view's gold context names the next call)
+HEADLINE_METRICS = ("task_success", "format_validity", "step_accuracy", "call_accuracy",
+                    "tf_format_validity", "tf_step_exact_match", "tf_call_exact_match")
 
 
 @dataclass
@@ -162,14 +170,26 @@ def last_checkpoint(out_dir) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
-def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, callbacks=None) -> dict:
-    """Train (resuming from the last checkpoint in ``out_dir`` if any); save ``final/`` + resolved recipe.
+def sft_fingerprint(recipe: SFTRecipe) -> dict:
+    """The run's card: the resolved recipe + fingerprints of its inputs (starting model, PAG data)."""
+    return artifact_card(asdict(recipe), {"model": input_fingerprint(recipe.model),
+                                          "data": input_fingerprint(repo_path(recipe.data))})
 
-    Returns ``{"final_dir", "log_history", "train_runtime_s", "global_step"}``.
+
+def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool = False, callbacks=None) -> dict:
+    """Train (resuming from the last checkpoint in ``out_dir`` if any); save ``final/`` + resolved recipe +
+    ``fingerprint.json``.
+
+    ``out_dir`` may hold only this run (same fingerprint): another recipe, model or dataset stops with a one-line
+    :class:`ConfigError` and nothing is touched, unless ``replace=True`` (a grid re-running its own stale cell),
+    which deletes it first. ``resume=False`` starts this run over from step 0.
+    Returns ``{"final_dir", "log_history", "train_runtime_s", "global_step", "fingerprint"}``.
     """
     check_recipe(recipe)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    card = sft_fingerprint(recipe)
+    claim_dir(out, card, replace=replace, what="recipe or inputs",
+              hint="pass a new output directory (or replace=True)")
     atomic_write_json(out / "recipe.resolved.json", asdict(recipe))
     trainer = make_trainer(recipe, out, callbacks=callbacks)
     t0 = time.time()
@@ -179,41 +199,44 @@ def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, callbacks=None
     trainer.save_model(str(final))
     trainer.processing_class.save_pretrained(str(final))
     atomic_write_json(final / "recipe.resolved.json", asdict(recipe))
+    write_fingerprint(final, card)  # the checkpoint's identity for whatever starts from it or evaluates it
     hist = trainer.state.log_history
     atomic_write_json(out / "log_history.json", hist)
     atomic_write_json(out / "train_summary.json", {"global_step": trainer.state.global_step,
                                                     "resumed_from": ckpt, "train_runtime_s": round(time.time() - t0, 2),
+                                                    "fingerprint": card["fingerprint"],
                                                     "provenance": provenance(seeds=[recipe.seed])})
     return {"final_dir": str(final), "log_history": hist, "train_runtime_s": time.time() - t0,
-            "global_step": trainer.state.global_step}
+            "global_step": trainer.state.global_step, "fingerprint": card["fingerprint"]}
 
 
 def evaluate_sft_model(path, view: str, recipe: SFTRecipe, eval_limit: int | None = 150,
                        task_limit: int | None = 40) -> dict:
-    """Held-out synthetic metrics of one model: teacher-forced steps (format validity, step / call exact match)
-    and tasks played end to end under the official checker (task success)."""
+    """Held-out synthetic metrics of one model (:mod:`parl_mt_lib.sft_eval`): the headline ones from free-running
+    play of ``task_limit`` tasks (task success, format validity, step / call accuracy along the model's own
+    trajectory), and teacher-forced ``tf_*`` diagnosis metrics on ``eval_limit`` gold-context steps (not comparable
+    across views: the progress view's gold context names the next call)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .pag_build import load_pag
-    from .sft_eval import step_metrics, task_success
+    from .sft_eval import play, teacher_forced_metrics, trajectory_metrics
 
     splits, tasks = load_pag(repo_path(recipe.data))
     val = splits["validation"]
     val_tasks = [tasks[i] for i in sorted({e["task_id"] for e in val})][:task_limit]
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
-    sm = step_metrics(model, tok, val, tasks, view, recipe.tool_docs, limit=eval_limit)
-    ts = task_success(model, tok, val_tasks, view, recipe.tool_docs)
-    return {"format_validity": sm["format_validity"], "step_exact_match": sm["step_exact_match"],
-            "call_exact_match": sm["call_exact_match"], "task_success": ts["task_success"],
-            "n_steps": sm["n_steps"], "n_call_steps": sm["n_call_steps"], "n_tasks": ts["n_tasks"],
-            "samples": sm["samples"][:3]}
+    m = trajectory_metrics(play(model, tok, val_tasks, view, recipe.tool_docs), view)
+    tf = teacher_forced_metrics(model, tok, val, tasks, view, recipe.tool_docs, limit=eval_limit)
+    return {**{k: m[k] for k in ("task_success", "format_validity", "step_accuracy", "call_accuracy", "n_steps",
+                                 "n_call_steps", "n_tasks", "samples")}, **tf}
 
 
 def sft_cell(kind: str, view: str, seed: int | None, recipe_path, overrides: dict | None, out_dir,
              eval_limit: int | None = 150, task_limit: int | None = 40) -> dict:
     """One cell of the SFT grid: the untrained model (``kind="base"``) or one training (``"sft"``, resumed from
-    its last checkpoint if killed), evaluated on the held-out synthetic tasks."""
+    its last checkpoint if killed; a directory left by another recipe is replaced, it is this cell's own),
+    evaluated on the held-out synthetic tasks."""
     from .models import resolve_model_path
 
     if kind == "base":  # greedy decoding: the untrained model's metrics do not depend on the seed
@@ -221,62 +244,75 @@ def sft_cell(kind: str, view: str, seed: int | None, recipe_path, overrides: dic
         return {"kind": kind, "view": view, "seed": None,
                 **evaluate_sft_model(resolve_model_path(recipe.model), view, recipe, eval_limit, task_limit)}
     recipe = load_recipe(recipe_path, {**(overrides or {}), "view": view, "seed": seed})
-    run = train_sft(recipe, Path(out_dir) / view / f"seed{seed}")
+    run = train_sft(recipe, Path(out_dir) / view / f"seed{seed}", replace=True)
     losses = [(h["step"], h["loss"]) for h in run["log_history"] if "loss" in h]
     return {"kind": kind, "view": view, "seed": seed, "global_step": run["global_step"],
             "train_runtime_s": round(run["train_runtime_s"], 1), "loss_curve": losses, "final_dir": run["final_dir"],
             **evaluate_sft_model(run["final_dir"], view, recipe, eval_limit, task_limit)}
 
 
+def sft_cells(recipe_path, variants, seeds, out_dir, overrides: dict | None = None, eval_limit: int | None = 150,
+              task_limit: int | None = 40) -> list:
+    """The grid's :class:`~parl_mt_lib.grid.Cell` list: ``base-VIEW`` (keyed by the model, data, tool docs and
+    evaluation sizes) and ``sft-VIEW-seedS`` (keyed by the resolved recipe, its inputs and the evaluation sizes)."""
+    from .grid import Cell
+
+    cells, inputs = [], {}
+    for kind, view, seed in [("base", v, None) for v in variants] + [("sft", v, s) for v in variants for s in seeds]:
+        recipe = load_recipe(recipe_path, {**(overrides or {}), "view": view, **({"seed": seed} if seed is not None
+                                                                                 else {})})
+        if (recipe.model, recipe.data) not in inputs:
+            inputs[recipe.model, recipe.data] = sft_fingerprint(recipe)["inputs"]
+        evals = {"eval_limit": eval_limit, "task_limit": task_limit}
+        if kind == "base":
+            config = {"kind": kind, "view": view, "model": recipe.model, "tool_docs": recipe.tool_docs, **evals}
+            key = f"base-{view}"
+        else:
+            config = {"kind": kind, "recipe": asdict(recipe), **evals}
+            key = f"sft-{view}-seed{seed}"
+        fp = artifact_card(config, inputs[recipe.model, recipe.data])["fingerprint"]
+        cells.append(Cell(key, sft_cell, {"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path),
+                                          "overrides": overrides, "out_dir": str(out_dir), "eval_limit": eval_limit,
+                                          "task_limit": task_limit}, fp))
+    return cells
+
+
 def run_sft_grid(recipe_path, variants=("plain", "progress"), seeds=(0, 1, 2), out_dir="results/02_sft",
                  overrides: dict | None = None, eval_limit: int | None = 150, task_limit: int | None = 40,
                  progress: bool = True, workers: int | None = 1, threads: int = 1) -> dict:
     """Train every (variant, seed), evaluate base and trained models on held-out synthetic tasks, write
-    ``metrics.json`` (+ CSVs). Finished (variant, seed) cells are skipped on a rerun; a killed one resumes.
-    ``workers`` cells run side by side (``None``: one per CPU core, 1 on a GPU), each with ``threads // workers``
-    torch threads; with one worker the cells run in this process."""
-    from .pag_build import load_pag
-    from .runtime import resolve_workers, run_jobs
+    ``metrics.json`` (+ ``cells.json``). Through :func:`parl_mt_lib.grid.run_grid`: a finished cell is reused
+    only while its fingerprint (recipe, model, data, evaluation sizes) matches, else it is retrained; a killed
+    one resumes. ``workers`` cells run side by side (``None``: one per CPU core, 1 on a GPU), each with
+    ``threads // workers`` torch threads; with one worker the cells run in this process."""
     from .stats import seed_interval
+    from .grid import run_grid
+    from .pag_build import load_pag
 
     t0 = time.time()
     out = repo_path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     base_recipe = load_recipe(recipe_path, overrides)
     check_recipe(base_recipe)
     splits, _ = load_pag(repo_path(base_recipe.data))
     n_val_tasks = len(sorted({e["task_id"] for e in splits["validation"]})[:task_limit])
-    cells_path = out / "cells.json"
-    cells = json.loads(cells_path.read_text()) if cells_path.exists() else {}
-
-    todo = [("base", v, None) for v in variants] + [("sft", v, s) for v in variants for s in seeds]
-    keys = [f"{kind}-{view}" + ("" if seed is None else f"-seed{seed}") for kind, view, seed in todo]
-    pending = [(key, {"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path),
-                      "overrides": overrides, "out_dir": str(out), "eval_limit": eval_limit, "task_limit": task_limit})
-               for key, (kind, view, seed) in zip(keys, todo) if key not in cells]
-    n = resolve_workers(workers, len(pending))
-
-    def save(i, cell):
-        cells[pending[i][0]] = cell
-        atomic_write_json(cells_path, cells)
-
-    run_jobs(sft_cell, [job for _, job in pending], workers=n, threads=max(1, threads // n), on_done=save,
-             desc="SFT grid", progress=progress)
+    grid = run_grid(sft_cells(recipe_path, variants, seeds, out, overrides, eval_limit, task_limit), out,
+                    workers=workers, threads=threads, desc="SFT grid", progress=progress)
+    cells = grid["cells"]
     summary = {}
     for view in variants:
         for kind in ("base", "sft"):
-            rows = [c for c in cells.values() if c["kind"] == kind and c["view"] == view
-                    and (kind == "base" or c["seed"] in seeds)]
+            rows = [c for c in cells.values() if c["kind"] == kind and c["view"] == view]
             if not rows:
                 continue
             summary[f"{kind}-{view}"] = {
                 m: {"mean": sum(r[m] for r in rows) / len(rows), "ci95_seeds": seed_interval([r[m] for r in rows]),
                     "per_seed": {str(r["seed"]): r[m] for r in rows}}
-                for m in ("format_validity", "step_exact_match", "call_exact_match", "task_success")}
+                for m in HEADLINE_METRICS}
     metrics = {"summary": summary, "cells": cells, "seeds": list(seeds), "variants": list(variants),
                "recipe": asdict(base_recipe), "held_out": {"n_steps": len(splits["validation"]), "n_tasks": n_val_tasks},
+               "reused_cells": grid["reused"],
                "provenance": provenance(seeds=list(seeds), wall_clock_s=round(time.time() - t0, 1),
                                         wall_clock_note="this invocation only (finished cells are reused)",
-                                        workers=n, threads_per_worker=max(1, threads // n) if n > 1 else None)}
+                                        workers=grid["workers"], threads_per_worker=grid["threads_per_worker"])}
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

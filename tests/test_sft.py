@@ -196,3 +196,56 @@ def test_grid_cells_side_by_side_match_one_process(pag_dir, tmp_path):
     again = run_sft_grid(RECIPE, out_dir=tmp_path / "two", workers=2, threads=2, **kw)
     assert weights.stat().st_mtime_ns == stamp
     assert again["cells"] == json.loads(json.dumps(two["cells"]))  # reused from cells.json, not retrained
+
+
+def test_no_resume_of_an_old_checkpoint_under_another_recipe(pag_dir, tmp_path):
+    """Defect (issue 11): train_sft overwrote recipe.resolved.json and resumed the old run's checkpoint."""
+    out = tmp_path / "run"
+    first = train_sft(_recipe(pag_dir, max_steps=2, save_steps=2), out)
+    saved = (out / "recipe.resolved.json").read_text()
+    weights = (out / "final" / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError) as err:
+        train_sft(_recipe(pag_dir, max_steps=2, save_steps=2, learning_rate=0.5), out)
+    assert "\n" not in str(err.value) and "learning_rate" in str(err.value)
+    assert (out / "recipe.resolved.json").read_text() == saved  # nothing overwritten
+    assert (out / "final" / "model.safetensors").read_bytes() == weights and (out / "checkpoint-2").exists()
+    # the checkpoint carries its run's fingerprint; a grid re-running its own cell may replace the directory
+    from parl_mt_lib.runtime import input_fingerprint
+
+    assert input_fingerprint(first["final_dir"]) == first["fingerprint"]
+    again = train_sft(_recipe(pag_dir, max_steps=2, save_steps=2, learning_rate=0.5), out, replace=True)
+    assert again["fingerprint"] != first["fingerprint"] and again["global_step"] == 2
+    assert json.loads((out / "train_summary.json").read_text())["resumed_from"] is None
+
+
+def test_sft_grid_cell_reruns_when_recipe_changes(pag_dir, tmp_path, monkeypatch):
+    """Defect (issue 11): cells were reused by key whatever the recipe. Unchanged: reused, no training call."""
+    from parl_mt_lib import sft
+
+    calls = []
+    real = sft.train_sft
+    monkeypatch.setattr(sft, "train_sft", lambda r, *a, **k: calls.append(r.max_steps) or real(r, *a, **k))
+    ov = {"data": str(pag_dir), "max_steps": 2, "save_steps": 2, "logging_steps": 1, "per_device_train_batch_size": 2}
+    kw = dict(variants=("progress",), seeds=(0,), out_dir=tmp_path / "grid", eval_limit=2, task_limit=1,
+              progress=False)
+    first = sft.run_sft_grid(RECIPE, overrides=ov, **kw)
+    assert first["cells"]["sft-progress-seed0"]["global_step"] == 2 and calls == [2]
+    again = sft.run_sft_grid(RECIPE, overrides=ov, **kw)
+    assert calls == [2] and again["cells"] == json.loads(json.dumps(first["cells"]))  # same fingerprint: reused
+    changed = sft.run_sft_grid(RECIPE, overrides={**ov, "max_steps": 3}, **kw)
+    assert changed["cells"]["sft-progress-seed0"]["global_step"] == 3  # retrained, not the stale cell
+    assert "base-progress" in changed["reused_cells"]  # the base cell did not change: not re-evaluated
+
+
+def test_sft_is_deterministic(pag_dir, tmp_path):
+    """Determinism guard: the same tiny SFT twice gives exactly the same loss history and weights."""
+    from transformers import AutoModelForCausalLM
+
+    recipe = _recipe(pag_dir, max_steps=3, save_steps=100)
+    a, b = train_sft(recipe, tmp_path / "a"), train_sft(recipe, tmp_path / "b")
+    hist = lambda r: [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k}  # noqa: E731
+                      for h in r["log_history"]]
+    assert hist(a) == hist(b) and len([h for h in hist(a) if "loss" in h]) == 3
+    sa = AutoModelForCausalLM.from_pretrained(a["final_dir"]).state_dict()
+    sb = AutoModelForCausalLM.from_pretrained(b["final_dir"]).state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
