@@ -4,7 +4,12 @@ cost table of the two RL methods.
 Each method is a policy spec (``{seed}`` fills in the training seed of a checkpoint) plus the context it was
 trained for. Trained methods are evaluated once per training seed (greedy decoding), and their interval is a
 t-interval over seeds; base and CoT have no training seed, so they run once and get a Wilson interval over
-items. Every run is an ordinary ``evaluate`` results directory (resumable, with its own provenance).
+items. Every run is an ordinary ``evaluate`` results directory (resumable, with its own provenance) and one
+cell of a :mod:`parl_mt_lib.grid` grid, reused only while its fingerprint (method, benchmark, evaluation
+settings, and the fingerprints of the checkpoint and the tasks) matches: a retrained checkpoint is evaluated
+again. Train/test hygiene: when a benchmark's tasks come from a PAG directory built from BFCL's hold-out split
+(source ``bfcl_holdout``: it has ``split.json``), BFCL benchmarks exclude that split's training ids
+(``evaluate``'s ``exclude_ids``); a BFCL benchmark's ``"exclude_from"`` names more such directories.
 
 Example:
     >>> sorted(default_methods())
@@ -30,51 +35,90 @@ def default_methods(sft_dir="results/02_sft", pag_rl_dir="results/03_pag_rl", mt
     }
 
 
-def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = None, out_dir="results/06_compare",
-                    *, tool_docs: str = "minimal", max_new_tokens: int = 96, progress: bool = True) -> dict:
-    """Evaluate every (method, training seed, benchmark); ``benchmarks`` maps a name to ``{"tasks": PAG dir}``
-    (its held-out tasks) or ``{"bfcl": categories, "limit": n}``. Writes ``comparison.json`` / ``.csv``."""
-    import pandas as pd
-    from tqdm.auto import tqdm
+def holdout_train_ids(path) -> list[str]:
+    """The BFCL ids a ``bfcl_holdout`` PAG directory (or its ``split.json``) trains on; ``[]`` for any other."""
+    import json
 
+    p = repo_path(path)
+    split = p if p.is_file() else p / "split.json"
+    return list(json.loads(split.read_text())["train_ids"]) if split.exists() else []
+
+
+def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict, exclude_ids: list[str],
+                 tool_docs: str, max_new_tokens: int, results_dir) -> dict:
+    """One (method, seed, benchmark) evaluation; a results directory left by another checkpoint or config is
+    replaced (it is this cell's own)."""
     from .evaluate import evaluate
     from .pag_build import load_pag
+
+    entries = None
+    if "tasks" in bench:
+        splits, tasks = load_pag(repo_path(bench["tasks"]))
+        entries = [tasks[i] for i in sorted({e["task_id"] for e in splits["validation"]})][:bench.get("limit")]
+    res = evaluate(spec["policy"].format(seed=seed), bench.get("bfcl", "all"), limit=bench.get("limit"), seeds=[0],
+                   prompting=spec.get("prompting", "plain"), context=spec["context"], tool_docs=tool_docs,
+                   max_new_tokens=max_new_tokens, entries=entries, exclude_ids=exclude_ids or None,
+                   results_dir=results_dir, progress=False, replace=True)
+    return {"method": method, "benchmark": benchmark, "seed": seed, "accuracy": res["overall"],
+            "correct": sum(c["correct"] for c in res["categories"].values()),
+            "total": sum(c["total"] for c in res["categories"].values()), "n_excluded": len(exclude_ids)}
+
+
+def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = None, out_dir="results/06_compare",
+                    *, tool_docs: str = "minimal", max_new_tokens: int = 96, progress: bool = True,
+                    workers: int | None = 1, threads: int = 1) -> dict:
+    """Evaluate every (method, training seed, benchmark); ``benchmarks`` maps a name to ``{"tasks": PAG dir}``
+    (its held-out tasks) or ``{"bfcl": categories, "limit": n}`` (optionally ``"exclude_from": [PAG dirs]``).
+    Cells run through :func:`parl_mt_lib.grid.run_grid` (``workers`` side by side; finished cells with the same
+    fingerprint are reused). Writes ``cells.json``, ``comparison.json`` / ``.csv``."""
+    from importlib import metadata
+
+    import pandas as pd
+
+    from .grid import Cell, run_grid
+    from .models import resolve_model_path
+    from .runtime import artifact_card, fingerprint, input_fingerprint
     from .stats import seed_interval, wilson
 
     t0 = time.time()
     benchmarks = benchmarks or {"synthetic": {"tasks": "results/01_pag_toy", "limit": 40},
                                 "bfcl": {"bfcl": "all", "limit": 5}}
     out = repo_path(out_dir)
-    entries = {}
+    task_fp = {}
     for name, b in benchmarks.items():
         if "tasks" in b:
-            splits, tasks = load_pag(repo_path(b["tasks"]))
-            entries[name] = [tasks[i] for i in sorted({e["task_id"] for e in splits["validation"]})][:b.get("limit")]
-        elif "bfcl" not in b:
+            if not (repo_path(b["tasks"]) / "card.json").exists():
+                raise ConfigError(f"benchmark {name!r}: no PAG dataset in {b['tasks']}; run notebooks/01 first")
+            task_fp[name] = input_fingerprint(repo_path(b["tasks"]))
+        elif "bfcl" in b:
+            task_fp[name] = fingerprint({"bfcl-eval": metadata.version("bfcl-eval")})
+        else:
             raise ConfigError(f"benchmark {name!r} needs 'tasks' (a PAG directory) or 'bfcl' (categories)")
-    for m, spec in methods.items():  # every checkpoint must exist before the first evaluation starts
-        from .models import resolve_model_path
-
-        for s in (seeds if spec.get("seeded", True) else seeds[:1]):
-            if spec["policy"] == "oracle" or spec["policy"].startswith("openai:"):
-                continue
+    holdout = sorted({i for b in benchmarks.values() if "tasks" in b for i in holdout_train_ids(b["tasks"])})
+    excludes = {name: sorted(set(holdout) | {i for d in b.get("exclude_from", []) for i in holdout_train_ids(d)})
+                if "bfcl" in b else [] for name, b in benchmarks.items()}
+    runs = [(m, s) for m, spec in methods.items() for s in (seeds if spec.get("seeded", True) else seeds[:1])]
+    policy_fp = {}
+    for m, s in runs:  # every checkpoint must exist before the first evaluation starts
+        policy = methods[m]["policy"].format(seed=s)
+        if policy != "oracle" and not policy.startswith("openai:"):
             try:
-                resolve_model_path(spec["policy"].format(seed=s))
+                resolve_model_path(policy)
             except ConfigError as err:
                 raise ConfigError(f"method {m!r}, seed {s}: {err}") from None
-    jobs = [(m, s, b) for m, spec in methods.items() for s in (seeds if spec.get("seeded", True) else seeds[:1])
-            for b in benchmarks]
-    rows = []
-    for m, s, b in tqdm(jobs, desc="comparison", disable=not progress):
-        spec, bench = methods[m], benchmarks[b]
-        res = evaluate(spec["policy"].format(seed=s), bench.get("bfcl", "all"), limit=bench.get("limit"),
-                       seeds=[0], prompting=spec.get("prompting", "plain"), context=spec["context"],
-                       tool_docs=tool_docs, max_new_tokens=max_new_tokens, entries=entries.get(b),
-                       results_dir=out / m / b / f"seed{s}", progress=False)
-        correct = sum(c["correct"] for c in res["categories"].values())
-        total = sum(c["total"] for c in res["categories"].values())
-        rows.append({"method": m, "benchmark": b, "seed": s, "accuracy": res["overall"], "correct": correct,
-                     "total": total})
+        policy_fp[m, s] = input_fingerprint(policy)
+    cells = []
+    for m, s in runs:
+        for b, bench in benchmarks.items():
+            config = {"method": methods[m], "seed": s, "benchmark": bench, "tool_docs": tool_docs,
+                      "max_new_tokens": max_new_tokens, "exclude_ids": fingerprint(excludes[b])}
+            fp = artifact_card(config, {"policy": policy_fp[m, s], "tasks": task_fp[b]})["fingerprint"]
+            cells.append(Cell(f"{m}/{b}/seed{s}", compare_cell,
+                              {"method": m, "seed": s, "benchmark": b, "spec": methods[m], "bench": bench,
+                               "exclude_ids": excludes[b], "tool_docs": tool_docs, "max_new_tokens": max_new_tokens,
+                               "results_dir": str(out / m / b / f"seed{s}")}, fp))
+    grid = run_grid(cells, out, workers=workers, threads=threads, desc="comparison", progress=progress)
+    rows = [{k: v for k, v in c.items() if k != "fingerprint"} for c in grid["cells"].values()]
     df = pd.DataFrame(rows)
     table = []
     for (m, b), g in df.groupby(["method", "benchmark"], sort=False):
@@ -84,9 +128,10 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
         table.append({"method": m, "benchmark": b, "mean": sum(accs) / len(accs), "ci95_low": ci[0],
                       "ci95_high": ci[1], "interval": kind, "n_seeds": len(accs), "n_items": int(g["total"].iloc[0])})
     result = {"table": table, "runs": rows, "methods": methods, "benchmarks": benchmarks, "seeds": list(seeds),
+              "excluded_bfcl_ids": {b: len(v) for b, v in excludes.items() if v}, "reused_cells": grid["reused"],
               "provenance": provenance(seeds=list(seeds), wall_clock_s=round(time.time() - t0, 1),
-                                       wall_clock_note="this invocation only (finished runs are reused)")}
-    out.mkdir(parents=True, exist_ok=True)
+                                       wall_clock_note="this invocation only (finished runs are reused)",
+                                       workers=grid["workers"], threads_per_worker=grid["threads_per_worker"])}
     atomic_write_json(out / "comparison.json", result)
     pd.DataFrame(table).to_csv(out / "comparison.csv", index=False)
     return result

@@ -35,3 +35,47 @@ def test_cost_table_needs_both_runs(tmp_path):
     assert t.loc["pag_rl", "prompt_tokens_per_step"] == 90.0
     with pytest.raises(ConfigError, match="run the RL notebook"):
         cost_table({"mt_grpo": tmp_path / "missing"})
+
+
+def test_bfcl_excludes_the_holdout_training_ids(pag_dir, tmp_path):
+    """Hygiene: tasks from a bfcl_holdout PAG directory (it has split.json) -> BFCL runs skip its training ids."""
+    import json
+    import shutil
+
+    from parl_mt_lib.runtime import read_jsonl
+
+    holdout = tmp_path / "holdout_pag"
+    shutil.copytree(pag_dir, holdout)
+    (holdout / "split.json").write_text(json.dumps({"train_ids": ["multi_turn_base_0"], "eval_ids": [], "seed": 0}))
+    methods = {"oracle": {"policy": "oracle", "context": "full_history", "seeded": False}}
+    benches = {"synthetic": {"tasks": str(holdout), "limit": 1}, "bfcl": {"bfcl": "base", "limit": 2}}
+    compare_methods(methods, (0,), benches, tmp_path / "cmp", progress=False)
+    ids = {r["id"] for r in read_jsonl(tmp_path / "cmp" / "oracle" / "bfcl" / "seed0" / "entries.jsonl")}
+    assert ids == {"multi_turn_base_1"}
+
+
+def test_retrained_checkpoint_is_evaluated_again(pag_dir, tmp_path, toy_path):
+    """A comparison cell is reused only while the checkpoint behind it is the same (06 reported old verdicts)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(toy_path, ckpt)
+    methods = {"m": {"policy": str(ckpt), "context": "progress", "seeded": False}}
+    benches = {"synthetic": {"tasks": str(pag_dir), "limit": 1}}
+    kw = dict(max_new_tokens=4, progress=False)
+    first = compare_methods(methods, (0,), benches, tmp_path / "cmp", **kw)
+    rows = tmp_path / "cmp" / "m" / "synthetic" / "seed0" / "entries.jsonl"
+    stamp = rows.stat().st_mtime_ns
+    again = compare_methods(methods, (0,), benches, tmp_path / "cmp", **kw)
+    assert rows.stat().st_mtime_ns == stamp  # unchanged: reused
+    model = AutoModelForCausalLM.from_pretrained(str(ckpt))  # "retrain" it in place
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    model.save_pretrained(str(ckpt))
+    third = compare_methods(methods, (0,), benches, tmp_path / "cmp", **kw)
+    assert rows.stat().st_mtime_ns != stamp  # evaluated again, not the old verdicts
+    assert third["runs"][0]["total"] == first["runs"][0]["total"] == 1
+    assert again["reused_cells"] == ["m/synthetic/seed0"] and third["reused_cells"] == []
