@@ -152,6 +152,10 @@ def test_ratio_uses_the_sampler_logprobs(pag_dir, toy_path):
     assert rows["exact"]["logprob_gap_mean"] < 1e-5 and rows["none"]["logprob_gap_mean"] is None
     assert rows["shifted"]["logprob_gap_mean"] == pytest.approx(1.0, abs=1e-4)
     assert rows["shifted"]["logprob_gap_max"] == pytest.approx(1.0, abs=1e-4)
+    recipe = _recipe(pag_dir, toy_path, updates_per_iteration=2)  # without sampler log-probs the fallback ``old``
+    model, tok = load_policy_model(recipe)                         # is fixed before the first step: the second
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)  # step sees ratio > 1
+    assert update(model, opt, [{**base, "logprobs": None}], recipe, tok.pad_token_id, None)["loss"] < -1.01
 
 
 def test_one_toy_iteration_logs_a_small_logprob_gap(pag_dir, toy_path, tmp_path):
