@@ -5,8 +5,8 @@ cell, an RL seed, an ``evaluate`` run) is keyed by :func:`fingerprint` (sha256 o
 of its config *and* of the fingerprints of its inputs (data, checkpoints, tasks), recorded as the directory's
 ``fingerprint.json`` = ``{"fingerprint", "config", "inputs": {name: fingerprint}}`` (:func:`artifact_card`).
 An input is known by (:func:`input_fingerprint`): the content hash a directory records (``"output"``, cheap for
-data: a PAG build's train / validation / tasks text); else the fingerprint of the run that wrote it (our
-trainers copy their ``fingerprint.json`` into ``final/``); else a content hash of its files
+data: a PAG build's train / validation / tasks text); else the fingerprint of the run that wrote it
+(``train_sft`` and the RL grid write the run's ``fingerprint.json`` into ``final/``); else a content hash of its files
 (:func:`content_fingerprint`: ``toy``, a downloaded model; files over 2 MiB hash only their size and first and
 last MiB, so a 7B checkpoint costs milliseconds); else its name (``oracle``, ``openai:NAME``, a hub id not on
 disk). Two rules use it. A *grid* (the caller asked for reuse of finished cells, :mod:`parl_mt_lib.grid`)
