@@ -287,12 +287,15 @@ _WHOLE = 2 * 2**20  # files up to this size are hashed whole; larger ones by siz
 
 
 def _jsonable(obj):
-    """``json.dumps`` fallback: a dataclass as the dict of its fields (not deep-copied: fast on big task lists),
-    anything else as ``str``."""
+    """``json.dumps`` fallback: a dataclass as the dict of its fields (not deep-copied: fast on big task lists);
+    an object with Python's default ``str`` (which holds a memory address) as its type and ``name``; anything
+    else as ``str``."""
     import dataclasses
 
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if type(obj).__str__ is object.__str__ and type(obj).__repr__ is object.__repr__:
+        return {"type": f"{type(obj).__module__}.{type(obj).__qualname__}", "name": getattr(obj, "name", None)}
     return str(obj)
 
 

@@ -164,3 +164,12 @@ def test_rl_grid_reruns_a_seed_when_recipe_or_init_changes(pag_dir, toy_path, tm
     again = rl.run_rl_grid("recipes/toy/pag_rl.yaml", (0,), out, {**ov, "learning_rate": 1e-3}, progress=False)
     assert calls == [0, 1, 0, 1, 0] and again["reused_seeds"] == []
     assert m["per_seed"]["0"]["fingerprint"] != again["per_seed"]["0"]["fingerprint"]
+
+
+def test_fingerprint_is_stable_for_plain_objects():
+    """Task objects may hold plain objects (a benchmark instance): their default str has a memory address."""
+    class Bench:
+        name = "counter"
+
+    assert fingerprint({"benchmark": Bench()}) == fingerprint({"benchmark": Bench()})
+    assert fingerprint({"x": (1, 2)}) == fingerprint({"x": [1, 2]}) != fingerprint({"x": [2, 1]})
