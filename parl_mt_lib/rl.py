@@ -69,25 +69,28 @@ def iteration_row(it: int, episodes, scored, samples, upd: dict, rollout_s: floa
 
 
 def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool = True,
-             stop_after: int | None = None) -> dict:
+             stop_after: int | None = None, tasks: tuple[list, list] | None = None, backend=None) -> dict:
     """Run (or resume) one RL training; writes ``iterations.jsonl``, checkpoints, ``final/`` and ``metrics.json``.
 
     ``stop_after`` ends the process-local run after that many iterations (tests simulate a kill with it).
+    ``tasks=(train, held_out)`` trains on these tasks (any benchmark on the protocol, :mod:`parl_mt_lib.envs`)
+    instead of the recipe's PAG directory; ``backend`` replaces the rollout backend the recipe names
+    (``rollout_backend``; :mod:`parl_mt_lib.backends`) with a ready one. Neither changes the loop.
     """
     import torch
     from tqdm.auto import trange
 
+    from .backends import make_rollout_backend
     from .context import make_context
-    from .policies import HFPolicy
     from .rollout import run_episodes
 
-    check_rl_recipe(recipe)
+    check_rl_recipe(recipe, data=tasks is None)
     out = Path(out_dir)
     from .runtime import claim_dir  # only this run (same recipe, init checkpoint, data) resumes in ``out``
 
-    claim_dir(out, rl_fingerprint(recipe), what="recipe or inputs", hint="pass a new output directory")
+    claim_dir(out, rl_fingerprint(recipe, tasks), what="recipe or inputs", hint="pass a new output directory")
     atomic_write_json(out / "recipe.resolved.json", asdict(recipe))
-    train, held = rl_tasks(recipe)
+    train, held = rl_tasks(recipe) if tasks is None else (list(tasks[0]), list(tasks[1]))
     ckpt = last_rl_checkpoint(out) if resume else None
     start = json.loads((ckpt / "state.json").read_text())["iteration"] if ckpt else 0
     model, tok = load_policy_model(recipe, str(ckpt) if ckpt else None)
@@ -101,16 +104,17 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
     for r in kept:
         append_jsonl(rows_path, r)
     ref = Reference(model, recipe) if recipe.beta > 0 else None
-    # the rollout policy, built here only: it returns prompt / completion ids and, if it can, sampler log-probs
-    policy = HFPolicy(model, tok, max_new_tokens=recipe.max_new_tokens, temperature=recipe.temperature,
-                      top_p=recipe.top_p, micro_batch_size=recipe.generation_batch_size, keep_tokens=True,
-                      name=recipe.method)
+    # the rollout backend, built here only: it returns prompt / completion ids and, if it can, sampler log-probs
+    policy = backend or make_rollout_backend(
+        recipe.rollout_backend, model=model, tokenizer=tok, max_new_tokens=recipe.max_new_tokens,
+        temperature=recipe.temperature, top_p=recipe.top_p, micro_batch_size=recipe.generation_batch_size,
+        keep_tokens=True, name=recipe.method)
     ctx = make_context(context_mode(recipe), tool_docs=recipe.tool_docs)
     t_start = time.time()
     end = recipe.iterations if stop_after is None else min(recipe.iterations, start + stop_after)
     for it in trange(start, end, desc=recipe.method, disable=not progress):
         held_s = None
-        if it == 0 or (recipe.eval_every and it % recipe.eval_every == 0):
+        if held and (it == 0 or (recipe.eval_every and it % recipe.eval_every == 0)):
             held_s = heldout_success(model, tok, held, recipe)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()  # GPU peak per iteration (CPU: the process's peak RSS so far)
@@ -124,6 +128,7 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
         samples = step_samples(episodes, scored, recipe, group_of=lambda ep: ep.entry.id)
         t1 = time.time()
         upd = update(model, optimizer, samples, recipe, tok.pad_token_id, ref)
+        policy.load_weights(model=model)  # the hook a separate engine (vLLM) syncs through; HF shares the model
         row = iteration_row(it, episodes, scored, samples, upd, t1 - t0, time.time() - t1)
         row["heldout_success"] = held_s
         row["samples"] = [e.steps[0].output[:200] for e in episodes[:2] if e.steps]
@@ -170,7 +175,7 @@ def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float
         "method": recipe.method, "seed": recipe.seed, "iterations": len(rows),
         "reward_first20": first, "reward_last20": last,
         "heldout_start": rows[0].get("heldout_success") if rows else None,
-        "heldout_final": heldout_success(merged, tok, held, recipe), "n_heldout_tasks": len(held),
+        "heldout_final": heldout_success(merged, tok, held, recipe) if held else None, "n_heldout_tasks": len(held),
         "cost": {**{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in cost_keys}, **logprob_gap_summary(rows)},
         "final_dir": str(final), "recipe": asdict(recipe),
         "provenance": provenance(seeds=[recipe.seed], wall_clock_s=round(wall_s, 1),
@@ -180,13 +185,16 @@ def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float
     return metrics
 
 
-def rl_fingerprint(recipe: RLRecipe) -> dict:
+def rl_fingerprint(recipe: RLRecipe, tasks: tuple[list, list] | None = None) -> dict:
     """The run's card (:mod:`parl_mt_lib.runtime`): the resolved recipe + fingerprints of the starting checkpoint
-    and the PAG data. ``train_rl`` resumes only a directory holding the same one."""
-    from .runtime import artifact_card, input_fingerprint
+    and the PAG data (or of the given ``(train, held_out)`` tasks). ``train_rl`` resumes only a directory holding
+    the same one."""
+    from .runtime import artifact_card, fingerprint, input_fingerprint
 
-    return artifact_card(asdict(recipe), {"init": input_fingerprint(recipe.init_path()),
-                                          "data": input_fingerprint(repo_path(recipe.data))})
+    data = (fingerprint([[(t.id, getattr(t, "turns", None), str(getattr(t, "gold_calls", None))) for t in part]
+                         for part in tasks]) if tasks is not None
+            else input_fingerprint(repo_path(recipe.data)))
+    return artifact_card(asdict(recipe), {"init": input_fingerprint(recipe.init_path()), "data": data})
 
 
 def rl_seed_cell(recipe_path, overrides: dict | None, seed: int, run_dir, progress: bool = True) -> dict:

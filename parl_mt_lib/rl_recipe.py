@@ -57,6 +57,7 @@ class RLRecipe:
     bf16: bool = False
     gradient_checkpointing: bool = False
     seed: int = 0
+    rollout_backend: str = "hf"       # which generator plays the rollouts (parl_mt_lib.backends): hf | scripted | ...
 
     def __post_init__(self):
         from .context import TOOL_DOCS
@@ -71,6 +72,10 @@ class RLRecipe:
         if self.iterations < 1 or self.tasks_per_iteration < 1:
             raise ConfigError("iterations and tasks_per_iteration must be >= 1")
         self.rewards, self.turn_rewards = check_weights(self.rewards), check_weights(self.turn_rewards)
+        from .backends import BACKENDS
+
+        if self.rollout_backend not in BACKENDS:
+            raise ConfigError(f"rollout_backend must be one of {sorted(BACKENDS)}, got {self.rollout_backend!r}")
 
     def init_path(self) -> str:
         return self.init.format(seed=self.seed)
@@ -117,11 +122,11 @@ def rl_tasks(recipe: RLRecipe) -> tuple[list, list]:
     return train, [tasks[i] for i in held_ids][:recipe.eval_tasks]
 
 
-def check_rl_recipe(recipe: RLRecipe) -> None:
-    """Dataset present and starting policy resolvable, before any model is loaded."""
+def check_rl_recipe(recipe: RLRecipe, data: bool = True) -> None:
+    """Dataset present (``data``: the tasks come from it) and starting policy resolvable, before any model loads."""
     from .models import resolve_model_path
 
-    if not (repo_path(recipe.data) / "card.json").exists():
+    if data and not (repo_path(recipe.data) / "card.json").exists():
         raise ConfigError(f"dataset {recipe.data} not found; build it with notebooks/01_pag_synthesis.ipynb first")
     try:
         resolve_model_path(recipe.init_path())

@@ -23,31 +23,20 @@ Example (two oracle episodes of one BFCL entry: both solve it, so the group's ad
 """
 from __future__ import annotations
 
-import dataclasses
-
 from .rl_recipe import METHODS, RLRecipe
 
 
-def _turn_success(entry, turns: list[list[str]]) -> list[bool]:
-    """Official checker on the episode's turns ``[0..t]`` for every played turn ``t`` (turn-level credit)."""
-    from .evaluate import score_entry
-
-    return [score_entry(dataclasses.replace(entry, gold=entry.gold[:t + 1], turns=entry.turns[:t + 1]),
-                        turns[:t + 1]).valid for t in range(len(turns))]
-
-
 def score_episodes(episodes: list, recipe: RLRecipe) -> list[dict]:
-    """Per episode: official verdict, per-step reward terms, episode reward and per-turn rewards."""
-    from .evaluate import score_entry
+    """Per episode: the benchmark's official verdict, per-step reward terms, episode reward and per-turn rewards
+    (turn verdicts from :meth:`parl_mt_lib.envs.Benchmark.turn_scores`)."""
     from .rewards import score_steps, step_views, weighted
 
     view = METHODS[recipe.method][1]
     names = sorted(set(recipe.rewards) | (set(recipe.turn_rewards) if recipe.method == "mt_grpo" else set()))
     out = []
     for ep in episodes:
-        turns = ep.calls_per_turn()
-        ok = score_entry(ep.entry, turns).valid
-        turn_ok = _turn_success(ep.entry, turns) if "turn" in names else [False] * len(turns)
+        ok = ep.benchmark.score(ep.task, ep).valid
+        turn_ok = ep.benchmark.turn_scores(ep.task, ep) if "turn" in names else [False] * len(ep.turn_end)
         terms = score_steps(step_views(ep, view, ok, turn_ok), names)
         mean = {n: sum(t[n] for t in terms) / max(len(terms), 1) for n in names}
         per_turn = {}
