@@ -1,8 +1,39 @@
 """parl-mt: a runnable reproduction of PARL-MT (progress-aware multi-turn function calling).
 
-Modules, in dependency order: ``runtime`` (errors, paths, provenance) -> ``calls`` (safe parser)
--> ``bfcl`` (data) -> ``env`` (environment state + executor) -> ``context`` (prompt + masks)
--> ``rollout`` (driver) -> ``policies`` / ``models`` / ``toy_model`` -> ``evaluate`` (official
-scoring, runner) -> ``bench`` (throughput benchmarks).
+Every module has one job (dependency order, roughly bottom-up):
+
+* ``runtime``          errors, paths, thread count, atomic writes, provenance, artifact fingerprints, side-by-side jobs
+* ``stats``            intervals, done once: t over seeds, Wilson over items, paired bootstrap over tasks
+* ``progress_format``  the one definition of ``<summary>…</summary><plan>…</plan>`` + calls: write, parse, validate
+* ``calls``            safe parser (model text -> ``Call``, never executed) and order/type-free call comparison
+* ``bfcl``             BFCL multi-turn entries from the pinned package (gold calls normalised to keywords)
+* ``env``              BFCL environment state + executor (dispatch only to public methods of the entry's classes)
+* ``envs``             the benchmark protocol (task, environment, user source, scorer) and its registry;
+                       ``envs.bfcl`` registers BFCL and the synthetic tasks
+* ``context``          context builders (full history, progress-aware) and chat-template prompt / mask helpers
+* ``rollout``          the driver: turn by turn, step by step, batched across episodes, on the protocol only
+* ``policies``         generators: oracle, scripted (``MockModel``), HF causal LM, OpenAI-compatible endpoint
+* ``backends``         the rollout-backend contract and registry (``rollout_backend`` in RL recipes)
+* ``models``           ``toy`` | local dir | hub id -> (model, tokenizer), one code path
+* ``toy_model``        the embedded tiny Qwen2 + BPE tokenizer trained on BFCL text
+* ``evaluate``         BFCL's official checker (sanitised), the resumable evaluation runner, metrics.json, CLI
+* ``synth``            synthetic training tasks from environment interaction (perturbed states, rejection sampling)
+* ``splits``           train/test hygiene: overlap rules and checks, BFCL hold-out splits
+* ``progress``         teachers (template | hf | openai) and the teacher policy
+* ``pag``              per-step PAG examples, verification, augmentation, SFT views
+* ``pag_build``        the PAG pipeline: dataset + card written atomically; ``load_pag``
+* ``sft``              SFT recipes and training (TRL ``SFTTrainer`` + PEFT LoRA), the SFT grid cells
+* ``sft_eval``         held-out metrics: free-running (headline) and teacher-forced (diagnosis only)
+* ``rewards``          the reward registry: small pure functions of one step, by name + weight
+* ``grpo``             group / turn advantages, completion-only log-probs, the clipped GRPO loss
+* ``rl_recipe``        RL recipes (validated) and the RL training / held-out task split
+* ``rl_samples``       rollouts -> scored episodes -> step samples with advantages and sampler log-probs
+* ``rl_update``        policy model, reference, the optimiser update (log-prob gap), checkpoints
+* ``rl``               the RL loop for PAG-RL and MT-GRPO, its metrics and seeds grid
+* ``grid``             one runner for every seeds x variants grid (fingerprint-keyed reuse)
+* ``compare``          the six-way comparison through ``evaluate`` and the RL cost table
+* ``tables``           README's result tables generated from ``results/`` (``make tables``)
+* ``tour``, ``plots``  benchmark statistics / replays / prompt growth; figures
+* ``bench``            throughput benchmarks (``make bench``)
 """
 __version__ = "0.1.0"
