@@ -8,18 +8,20 @@ the next rollouts). The RL loop picks its backend by name from the recipe (``rol
 (e.g. vLLM) is one more class registered here with :func:`register_backend`.
 
 Backends in the box: ``hf`` (:class:`~parl_mt_lib.policies.HFPolicy`, transformers ``generate``), ``oracle`` (gold
-calls), ``scripted`` (``fn(request) -> text``, a ``MockModel``), ``openai`` (any OpenAI-compatible endpoint).
+calls), ``scripted`` (``fn(request) -> text``, a ``MockModel``), ``openai`` (any OpenAI-compatible endpoint),
+``vllm`` (:class:`~parl_mt_lib.backends_vllm.VLLMBackend`: a vLLM engine, CPU or GPU; token ids, sampler log-probs,
+LoRA / full weights synced through ``load_weights``).
 
 Example:
     >>> sorted(BACKENDS)
-    ['hf', 'openai', 'oracle', 'scripted']
+    ['hf', 'openai', 'oracle', 'scripted', 'vllm']
     >>> b = make_rollout_backend("scripted", fn=lambda req: "[ls()]")
     >>> isinstance(b, RolloutBackend), b.generate([None])[0].text
     (True, '[ls()]')
     >>> make_rollout_backend("sglang")
     Traceback (most recent call last):
     ...
-    parl_mt_lib.runtime.ConfigError: unknown rollout_backend 'sglang'; choose from hf, openai, oracle, scripted
+    parl_mt_lib.runtime.ConfigError: unknown rollout_backend 'sglang'; choose from hf, openai, oracle, scripted, vllm
 """
 from __future__ import annotations
 
@@ -74,12 +76,25 @@ def _openai(*, served_model: str | None = None, model=None, tokenizer=None, **kw
                         **({"max_tokens": kw["max_new_tokens"]} if "max_new_tokens" in kw else {}))
 
 
-BACKENDS = {"hf": _hf, "oracle": _oracle, "scripted": _scripted, "openai": _openai}
+def _vllm(**kw):
+    from .backends_vllm import _factory
+
+    return _factory(**kw)
 
 
-def register_backend(name: str, factory) -> None:
-    """Add a backend: ``factory(*, model=None, tokenizer=None, **options) -> RolloutBackend``."""
+BACKENDS = {"hf": _hf, "oracle": _oracle, "scripted": _scripted, "openai": _openai, "vllm": _vllm}
+# the backends an RL recipe can name: built from the recipe and the trainer's model alone, and returning token ids
+# + sampler log-probs (``scripted`` needs a function and ``openai`` a served model: pass them to ``train_rl`` ready
+# made; ``oracle`` keeps no tokens)
+RECIPE_BACKENDS = {"hf", "vllm"}
+
+
+def register_backend(name: str, factory, *, from_recipe: bool = False) -> None:
+    """Add a backend: ``factory(*, model=None, tokenizer=None, **options) -> RolloutBackend``; ``from_recipe``: an
+    RL recipe may name it (it builds from the trainer's model and returns token ids and sampler log-probs)."""
     BACKENDS[name] = factory
+    if from_recipe:
+        RECIPE_BACKENDS.add(name)
 
 
 def make_rollout_backend(kind: str, **kw):

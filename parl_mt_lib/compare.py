@@ -44,6 +44,22 @@ def holdout_train_ids(path) -> list[str]:
     return list(json.loads(split.read_text())["train_ids"]) if split.exists() else []
 
 
+def trained_on_ids(policy, depth: int = 4) -> list[str]:
+    """BFCL ids a checkpoint was trained on, from the recipes recorded with it (``recipe.resolved.json``: its
+    ``data``, and, following ``init``, the data of the checkpoint it started from); ``[]`` for anything else."""
+    import json
+
+    p = repo_path(str(policy))
+    rec = p / "recipe.resolved.json"
+    if depth <= 0 or not rec.is_file():
+        return []
+    recipe = json.loads(rec.read_text())
+    ids = set(holdout_train_ids(recipe["data"])) if recipe.get("data") else set()
+    if recipe.get("init"):
+        ids |= set(trained_on_ids(str(recipe["init"]).format(seed=recipe.get("seed", 0)), depth - 1))
+    return sorted(ids)
+
+
 def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict, exclude_ids: list[str],
                  tool_docs: str, max_new_tokens: int, results_dir) -> dict:
     """One (method, seed, benchmark) evaluation; a results directory left by another checkpoint or config is
@@ -61,7 +77,8 @@ def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict
                    results_dir=results_dir, progress=False, replace=True)
     return {"method": method, "benchmark": benchmark, "seed": seed, "accuracy": res["overall"],
             "correct": sum(c["correct"] for c in res["categories"].values()),
-            "total": sum(c["total"] for c in res["categories"].values()), "n_excluded": len(exclude_ids)}
+            "total": sum(c["total"] for c in res["categories"].values()), "n_excluded": len(exclude_ids),
+            "results_dir": str(results_dir)}
 
 
 def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = None, out_dir="results/06_compare",
@@ -94,10 +111,13 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
             task_fp[name] = fingerprint({"bfcl-eval": metadata.version("bfcl-eval")})
         else:
             raise ConfigError(f"benchmark {name!r} needs 'tasks' (a PAG directory) or 'bfcl' (categories)")
-    holdout = sorted({i for b in benchmarks.values() if "tasks" in b for i in holdout_train_ids(b["tasks"])})
-    excludes = {name: sorted(set(holdout) | {i for d in b.get("exclude_from", []) for i in holdout_train_ids(d)})
-                if "bfcl" in b else [] for name, b in benchmarks.items()}
     runs = [(m, s) for m, spec in methods.items() for s in (seeds if spec.get("seeded", True) else seeds[:1])]
+    # BFCL ids any compared checkpoint trained on (its recorded recipes) or a benchmark's PAG directory holds out
+    # are excluded from every method's BFCL evaluation: all methods are scored on the same remaining entries
+    holdout = {i for b in benchmarks.values() if "tasks" in b for i in holdout_train_ids(b["tasks"])}
+    holdout |= {i for m, s in runs for i in trained_on_ids(methods[m]["policy"].format(seed=s))}
+    excludes = {name: sorted(holdout | {i for d in b.get("exclude_from", []) for i in holdout_train_ids(d)})
+                if "bfcl" in b else [] for name, b in benchmarks.items()}
     policy_fp = {}
     for m, s in runs:  # every checkpoint must exist before the first evaluation starts
         policy = methods[m]["policy"].format(seed=s)

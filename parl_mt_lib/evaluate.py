@@ -207,9 +207,9 @@ VERDICT_KEYS = ("policy", "prompting", "style", "temperature", "max_new_tokens",
 
 def _check_config(out: Path, config: dict, entries, policy_fp: str, replace: bool = False) -> dict:
     """Claim ``out`` for this evaluation: its fingerprint is the config keys that decide a verdict
-    (:data:`VERDICT_KEYS`; seeds, limit and batch size are not: more seeds extend a run) plus the fingerprints
-    of the policy (a checkpoint's ``fingerprint.json`` or a content hash, see :mod:`parl_mt_lib.runtime`) and of
-    the tasks. A directory holding another fingerprint (say, the checkpoint behind it was retrained) stops with
+    (:data:`VERDICT_KEYS`; seeds and batch size are not: more seeds extend a run) plus the fingerprints of the
+    policy (a checkpoint's recorded weights hash or a content hash, see :mod:`parl_mt_lib.runtime`) and of the
+    task set (so ``limit`` counts through the tasks it selects). A directory holding another fingerprint (say, the checkpoint behind it was retrained) stops with
     one line and keeps its files, unless ``replace`` (a grid re-running its own cell). Returns the card."""
     from .runtime import artifact_card, claim_dir, fingerprint
 

@@ -57,7 +57,8 @@ def run_grid(cells: list[Cell], out_dir, *, workers: int | None = 1, threads: in
     except json.JSONDecodeError:
         recorded = {}
     reused = [c.key for c in cells
-              if isinstance(recorded.get(c.key), dict) and recorded[c.key].get("fingerprint") == c.fingerprint]
+              if isinstance(recorded.get(c.key), dict) and recorded[c.key].get("fingerprint") == c.fingerprint
+              and _outputs_present(recorded[c.key])]
     pending = [c for c in cells if c.key not in reused]
     n = resolve_workers(workers, len(pending))
     per_worker = max(1, threads // n)
@@ -74,6 +75,17 @@ def run_grid(cells: list[Cell], out_dir, *, workers: int | None = 1, threads: in
                  on_done=save, desc=desc, progress=progress)
     return {"cells": {k: recorded[k] for k in keys}, "ran": [c.key for c in pending], "reused": reused,
             "workers": n, "threads_per_worker": per_worker if n > 1 else None}
+
+
+OUTPUT_KEYS = ("final_dir", "results_dir")  # result keys naming a cell's output directory
+
+
+def _outputs_present(result: dict) -> bool:
+    """A recorded cell is reusable only while the directories it names still exist (someone may have deleted
+    one to make it run again)."""
+    from .runtime import repo_path
+
+    return all(Path(repo_path(result[k])).exists() for k in OUTPUT_KEYS if result.get(k))
 
 
 def _call(fn, kwargs):

@@ -133,14 +133,15 @@ def hf_generate_fn(model, tokenizer, max_new_tokens: int = 64):
     import torch
 
     from .context import render_prompt
+    from .policies import checkpoint_generation_defaults_off
 
     def generate(batch):
         out = []
         for msgs, prefix in batch:
             ids = tokenizer(render_prompt(tokenizer, msgs) + prefix, add_special_tokens=False,
                             return_tensors="pt").input_ids.to(model.device)
-            with torch.no_grad():
-                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+            with torch.no_grad(), checkpoint_generation_defaults_off(model):  # plain greedy, as in evaluation
+                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, top_k=0,
                                      max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
             out.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
         return out

@@ -119,6 +119,7 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()  # GPU peak per iteration (CPU: the process's peak RSS so far)
         torch.manual_seed(recipe.seed * 100_003 + it)  # rollouts depend only on (seed, iteration): resumable
+        policy.reseed(recipe.seed * 100_003 + it)      # (a backend with its own sampler seeds it here)
         batch = random.Random(f"{recipe.seed}-{it}").sample(train, recipe.tasks_per_iteration)
         t0 = time.time()
         episodes = run_episodes(policy, [t for t in batch for _ in range(recipe.group_size)], ctx,
@@ -126,6 +127,9 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
                                 progress=False)
         scored = score_episodes(episodes, recipe)
         samples = step_samples(episodes, scored, recipe, group_of=lambda ep: ep.entry.id)
+        if not samples and any(ep.steps for ep in episodes):
+            raise ConfigError(f"rollout backend {getattr(policy, 'name', '?')!r} returned no token ids, so RL has "
+                              "nothing to train on; use a backend that keeps tokens (rollout_backend: hf)")
         t1 = time.time()
         upd = update(model, optimizer, samples, recipe, tok.pad_token_id, ref)
         policy.load_weights(model=model)  # the hook a separate engine (vLLM) syncs through; HF shares the model
@@ -191,8 +195,7 @@ def rl_fingerprint(recipe: RLRecipe, tasks: tuple[list, list] | None = None) -> 
     the same one."""
     from .runtime import artifact_card, fingerprint, input_fingerprint
 
-    data = (fingerprint([[(t.id, getattr(t, "turns", None), str(getattr(t, "gold_calls", None))) for t in part]
-                         for part in tasks]) if tasks is not None
+    data = (fingerprint([list(part) for part in tasks]) if tasks is not None
             else input_fingerprint(repo_path(recipe.data)))
     return artifact_card(asdict(recipe), {"init": input_fingerprint(recipe.init_path()), "data": data})
 
@@ -200,14 +203,14 @@ def rl_fingerprint(recipe: RLRecipe, tasks: tuple[list, list] | None = None) -> 
 def rl_seed_cell(recipe_path, overrides: dict | None, seed: int, run_dir, progress: bool = True) -> dict:
     """One cell of the RL grid: train (or resume) one seed; a directory left by another recipe or inputs is
     replaced (it is this cell's own). The run's fingerprint goes into ``final/``, the checkpoint's identity."""
-    from .runtime import claim_dir, write_fingerprint
+    from .runtime import claim_dir, stamp_checkpoint
 
     recipe = load_rl_recipe(recipe_path, {**(overrides or {}), "seed": seed})
     check_rl_recipe(recipe)
     card = rl_fingerprint(recipe)
     claim_dir(run_dir, card, replace=True)
     m = train_rl(recipe, run_dir, progress=progress)
-    write_fingerprint(m["final_dir"], card)
+    stamp_checkpoint(m["final_dir"], card)
     return m
 
 

@@ -72,10 +72,20 @@ class RLRecipe:
         if self.iterations < 1 or self.tasks_per_iteration < 1:
             raise ConfigError("iterations and tasks_per_iteration must be >= 1")
         self.rewards, self.turn_rewards = check_weights(self.rewards), check_weights(self.turn_rewards)
-        from .backends import BACKENDS
+        from .backends import RECIPE_BACKENDS
 
-        if self.rollout_backend not in BACKENDS:
-            raise ConfigError(f"rollout_backend must be one of {sorted(BACKENDS)}, got {self.rollout_backend!r}")
+        if self.rollout_backend not in RECIPE_BACKENDS:
+            raise ConfigError(f"rollout_backend must be one of {sorted(RECIPE_BACKENDS)} in a recipe (others: pass a "
+                              f"ready backend to train_rl), got {self.rollout_backend!r}")
+        # the trainer scores the plain softmax at the sampling temperature: sampling must be exactly that
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0 for RL sampling, got {self.temperature}")
+        if self.top_p != 1.0:
+            raise ConfigError(f"top_p {self.top_p} is not modelled by the trainer's log-probs (plain softmax at the "
+                              "temperature): use top_p: 1.0")
+        if self.lora and self.lora_dropout:
+            raise ConfigError(f"lora_dropout {self.lora_dropout} would make the trainer's log-probs differ from the "
+                              "sampler's (dropout is on in training): use lora_dropout: 0.0 for RL")
 
     def init_path(self) -> str:
         return self.init.format(seed=self.seed)

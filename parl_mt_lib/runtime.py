@@ -333,6 +333,13 @@ def write_fingerprint(path: str | os.PathLike, card: dict) -> None:
     atomic_write_json(Path(path) / FINGERPRINT_FILE, card)
 
 
+def stamp_checkpoint(path: str | os.PathLike, card: dict) -> None:
+    """Record a checkpoint's identity: the run's card plus ``"output"``, the content hash of the weights it holds.
+    Whatever starts from it or evaluates it keys on ``output`` (:func:`input_fingerprint`), so a checkpoint
+    retrained in place under the same recipe — after a code change, on another machine — is a new input."""
+    write_fingerprint(path, {**card, "output": content_fingerprint(path)})
+
+
 def content_fingerprint(path: str | os.PathLike) -> str:
     """Content hash of a directory's top-level files (or of one file): names, sizes and bytes; a file over
     2 MiB contributes its size and its first and last MiB only. That keeps a 7B checkpoint at milliseconds; the

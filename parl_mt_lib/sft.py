@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .runtime import (ConfigError, artifact_card, atomic_write_json, claim_dir, input_fingerprint, load_yaml_recipe,
-                      provenance, repo_path, write_fingerprint)
+                      provenance, repo_path, stamp_checkpoint)
 
 VIEWS = ("progress", "plain")
 # summarised per grid cell; the first four come from free-running play (comparable across views), tf_* are
@@ -199,7 +199,7 @@ def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool 
     trainer.save_model(str(final))
     trainer.processing_class.save_pretrained(str(final))
     atomic_write_json(final / "recipe.resolved.json", asdict(recipe))
-    write_fingerprint(final, card)  # the checkpoint's identity for whatever starts from it or evaluates it
+    stamp_checkpoint(final, card)  # the checkpoint's identity for whatever starts from it or evaluates it
     hist = trainer.state.log_history
     atomic_write_json(out / "log_history.json", hist)
     atomic_write_json(out / "train_summary.json", {"global_step": trainer.state.global_step,

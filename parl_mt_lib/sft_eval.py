@@ -121,10 +121,14 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int 
     for i, x in enumerate(ids):
         by_len.setdefault(len(x), []).append(i)
     groups = [g[k:k + batch_size] for g in by_len.values() for k in range(0, len(g), batch_size)]
+    from .policies import checkpoint_generation_defaults_off
+
     for g in groups:
         x = torch.tensor([ids[i] for i in g], device=model.device)
-        gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        with checkpoint_generation_defaults_off(model):  # plain greedy, as in free-running play
+            gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                                 do_sample=False, top_k=0, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
         for i, row in zip(g, gen[:, x.shape[1]:]):
             row = row.tolist()
             if tok.eos_token_id in row:

@@ -79,3 +79,24 @@ def test_retrained_checkpoint_is_evaluated_again(pag_dir, tmp_path, toy_path):
     assert rows.stat().st_mtime_ns != stamp  # evaluated again, not the old verdicts
     assert third["runs"][0]["total"] == first["runs"][0]["total"] == 1
     assert again["reused_cells"] == ["m/synthetic/seed0"] and third["reused_cells"] == []
+
+
+def test_trained_on_ids_follow_the_recorded_recipes(tmp_path):
+    """Review finding: BFCL exclusions came only from the benchmarks' PAG directories; a checkpoint trained on a
+    bfcl_holdout directory that 06 does not list would have been scored on its own training entries."""
+    import json
+
+    from parl_mt_lib.compare import trained_on_ids
+
+    pag = tmp_path / "pag"
+    pag.mkdir()
+    (pag / "split.json").write_text(json.dumps({"train_ids": ["multi_turn_base_7"], "eval_ids": []}))
+    sft = tmp_path / "sft" / "seed1" / "final"
+    sft.mkdir(parents=True)
+    (sft / "recipe.resolved.json").write_text(json.dumps({"data": str(pag), "seed": 1}))
+    rl = tmp_path / "rl" / "final"
+    rl.mkdir(parents=True)
+    (rl / "recipe.resolved.json").write_text(json.dumps({"data": str(tmp_path / "synthetic"), "seed": 1,
+                                                         "init": str(tmp_path / "sft" / "seed{seed}" / "final")}))
+    assert trained_on_ids(rl) == ["multi_turn_base_7"]  # through the RL run's starting checkpoint
+    assert trained_on_ids("oracle") == [] and trained_on_ids(tmp_path / "nothing") == []

@@ -151,3 +151,23 @@ def test_fingerprint_keys_the_run(tmp_path, toy_path):
     evaluate(str(ckpt), ["base"], replace=True, **kw)
     assert len(read_jsonl(out / "entries.jsonl")) == 1 and read_fingerprint(out)["inputs"]["policy"] == \
         artifact_card({"recipe": "b"})["fingerprint"]
+
+
+def test_checkpoint_retrained_in_place_under_the_same_recipe_is_a_new_input(tmp_path, toy_path):
+    """Review finding: a checkpoint keyed only by its run's card (recipe + inputs) kept its identity when retrained
+    under the same recipe (a code fix, another machine). Our trainers stamp the weights' content hash as well."""
+    import shutil
+
+    from parl_mt_lib.runtime import artifact_card, stamp_checkpoint
+
+    ckpt = tmp_path / "final"
+    shutil.copytree(toy_path, ckpt)
+    card = artifact_card({"recipe": "a"})
+    stamp_checkpoint(ckpt, card)
+    kw = dict(limit=1, max_new_tokens=4, tool_docs="minimal", results_dir=tmp_path / "run", progress=False)
+    evaluate(str(ckpt), ["base"], **kw)
+    evaluate(str(ckpt), ["base"], **kw)  # same weights, same card: the run is reused
+    _retrain(ckpt)
+    stamp_checkpoint(ckpt, card)  # the same recipe and inputs, other weights
+    with pytest.raises(ConfigError, match="inputs.policy"):
+        evaluate(str(ckpt), ["base"], **kw)

@@ -155,7 +155,9 @@ def test_rl_grid_reruns_a_seed_when_recipe_or_init_changes(pag_dir, toy_path, tm
     ov = {"data": str(pag_dir), "init": str(init), "iterations": 1}
     out = tmp_path / "rl"
     m = rl.run_rl_grid("recipes/toy/pag_rl.yaml", (0, 1), out, ov, progress=False)
-    assert calls == [0, 1] and read_fingerprint(out / "seed0" / "final") == read_fingerprint(out / "seed0")
+    stamped = read_fingerprint(out / "seed0" / "final")  # the run's card + the content hash of the weights
+    assert calls == [0, 1] and {k: v for k, v in stamped.items() if k != "output"} == read_fingerprint(out / "seed0")
+    assert stamped["output"] == content_fingerprint(out / "seed0" / "final")
     assert rl.run_rl_grid("recipes/toy/pag_rl.yaml", (0, 1), out, ov, progress=False)["reused_seeds"] == [
         "seed0", "seed1"] and calls == [0, 1]
     rl.run_rl_grid("recipes/toy/pag_rl.yaml", (0, 1), out, {**ov, "learning_rate": 1e-3}, progress=False)

@@ -156,9 +156,23 @@ def test_tiny_benchmark_trains_two_rl_iterations_with_a_scripted_backend(tmp_pat
     recipe = load_rl_recipe("recipes/toy/pag_rl.yaml", {"init": str(toy_path), "iterations": 2,
                                                         "tasks_per_iteration": 2, "group_size": 2, "task_pool": None,
                                                         "save_every": 1, "eval_every": 0})
-    m = train_rl(recipe, tmp_path / "rl", tasks=(counter_tasks(3), []), backend=backend, progress=False)
+    tasks = counter_tasks(4)
+    m = train_rl(recipe, tmp_path / "rl", tasks=(tasks[:3], tasks[3:]), backend=backend, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "rl" / "iterations.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1] and m["iterations"] == 2
+    assert m["n_heldout_tasks"] == 1 and m["heldout_final"] in (0.0, 1.0)  # the toy plays it; its scorer decides
     assert all(r["n_samples"] > 0 for r in rows)
     assert 0 < rows[0]["train_task_success"] < 1  # the benchmark's own scorer decided
     assert any(not r["skipped"] for r in rows)
+
+
+@pytest.mark.model
+def test_rl_refuses_a_backend_that_keeps_no_tokens(tmp_path, toy_path):
+    from parl_mt_lib.rl import load_rl_recipe, train_rl
+    from parl_mt_lib.runtime import ConfigError
+
+    recipe = load_rl_recipe("recipes/toy/pag_rl.yaml", {"init": str(toy_path), "iterations": 1,
+                                                        "tasks_per_iteration": 1, "group_size": 2, "task_pool": None})
+    with pytest.raises(ConfigError, match="returned no token ids"):
+        train_rl(recipe, tmp_path / "rl", tasks=(counter_tasks(1), []), progress=False,
+                 backend=ScriptedPolicy(counter_policy, name="no_tokens"))

@@ -2,6 +2,7 @@
 sampler log-probs as the ratio's ``old`` and the logged gap, completion-only logits on the toy (LoRA and full),
 resume after a kill, determinism, bad recipes, train/test hygiene."""
 import json
+import re
 
 import pytest
 import torch
@@ -259,3 +260,17 @@ def test_rl_tasks_never_touch_evaluation_entries(pag_dir, toy_path):
     train, held = rl_tasks(_recipe(pag_dir, toy_path))
     assert not {t.id for t in train} & {t.id for t in held}
     assert overlap_report(train)["n_overlapping"] == 0
+
+
+@pytest.mark.parametrize("override,msg", [
+    ({"top_p": 0.8}, "top_p 0.8 is not modelled"),
+    ({"temperature": 0.0}, "temperature must be > 0"),
+    ({"lora": True, "lora_dropout": 0.05}, "lora_dropout 0.05"),
+    ({"rollout_backend": "oracle"}, "rollout_backend must be one of ['hf']"),
+    ({"rollout_backend": "nope"}, "rollout_backend must be one of"),
+])
+def test_recipe_refuses_sampling_the_trainer_does_not_model(override, msg):
+    from parl_mt_lib.runtime import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        load_rl_recipe("recipes/toy/pag_rl.yaml", override)

@@ -209,10 +209,12 @@ def test_no_resume_of_an_old_checkpoint_under_another_recipe(pag_dir, tmp_path):
     assert "\n" not in str(err.value) and "learning_rate" in str(err.value)
     assert (out / "recipe.resolved.json").read_text() == saved  # nothing overwritten
     assert (out / "final" / "model.safetensors").read_bytes() == weights and (out / "checkpoint-2").exists()
-    # the checkpoint carries its run's fingerprint; a grid re-running its own cell may replace the directory
-    from parl_mt_lib.runtime import input_fingerprint
+    # the checkpoint carries its run's fingerprint + its weights' content hash (what later artifacts key on);
+    # a grid re-running its own cell may replace the directory
+    from parl_mt_lib.runtime import content_fingerprint, input_fingerprint, read_fingerprint
 
-    assert input_fingerprint(first["final_dir"]) == first["fingerprint"]
+    assert read_fingerprint(first["final_dir"])["fingerprint"] == first["fingerprint"]
+    assert input_fingerprint(first["final_dir"]) == content_fingerprint(first["final_dir"])
     again = train_sft(_recipe(pag_dir, max_steps=2, save_steps=2, learning_rate=0.5), out, replace=True)
     assert again["fingerprint"] != first["fingerprint"] and again["global_step"] == 2
     assert json.loads((out / "train_summary.json").read_text())["resumed_from"] is None
