@@ -262,8 +262,17 @@ def holdout_split(n_train: int = 200, seed: int = 0, categories=CATEGORIES, *, m
         raise ConfigError(f"n_train={n_train} leaves no evaluation entries (task groups are indivisible)")
     train_entries = [e for e in load_entries(list(categories)) if e.id in held]
     assert_disjoint(train_entries, evals, min_run=min_run, states=False)
+    from collections import Counter
+
+    classes = {_task_index(e.id): e.involved_classes for e in load_entries(list(categories))}
+    tasks_eval = {_task_index(i) for i in evals}
     return {"train_ids": train, "eval_ids": evals, "seed": seed, "n_train_requested": n_train,
-            "n_train": len(train), "n_train_tasks": len(chosen), "min_run": min_run}
+            "n_train": len(train), "n_train_tasks": len(chosen), "min_run": min_run,
+            # groups are indivisible, and BFCL's own tasks share call runs within a class (the largest groups hold
+            # dozens of VehicleControlAPI / TradingBot tasks): the class mix of each side depends on the seed
+            "largest_groups": sorted((len(g) for g in groups), reverse=True)[:3],
+            "classes": {"train": dict(Counter(c for t in chosen for c in classes[t])),
+                        "eval": dict(Counter(c for t in tasks_eval for c in classes[t]))}}
 
 
 def load_split(pag_dir) -> dict | None:
