@@ -1,0 +1,392 @@
+"""τ-bench (tau2) on the benchmark protocol: tasks and splits from the package, the environment behind our parser,
+user sources (scripted, tau2's simulator on a stub OpenAI server, a local model), scoring by tau2's evaluator with
+agreement checks against tau2 run directly, pass^k, the runner, and hostile model text."""
+import dataclasses
+import json
+import math
+import signal
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import combinations
+
+import pytest
+
+pytest.importorskip("tau2", reason="τ-bench needs the optional extra: pip install -e '.[tau]'")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydantic")  # litellm's TypedDicts, at import
+
+from parl_mt_lib.calls import Call, strip_preamble  # noqa: E402
+from parl_mt_lib.envs import tau2 as T  # noqa: E402
+from parl_mt_lib.policies import ScriptedPolicy  # noqa: E402
+from parl_mt_lib.rollout import run_episodes  # noqa: E402
+from parl_mt_lib.runtime import ConfigError  # noqa: E402
+
+
+def direct_success(task, record_json: str) -> bool:
+    """tau2's evaluator on the record read back from JSON as tau2's own SimulationRun (no code of ours between)."""
+    from tau2.data_model.simulation import SimulationRun
+    from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+    from tau2.metrics.agent_metrics import is_successful
+
+    with T._gc_paused():
+        info = evaluate_simulation(SimulationRun.model_validate_json(record_json), T.raw_task(task),
+                                   EvaluationType.ALL, False, task.domain)
+    return is_successful(info.reward)
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def test_tasks_splits_tools_and_gold_come_from_the_package():
+    from tau2.registry import registry
+
+    for domain, n_train, n_test in (("airline", 30, 20), ("retail", 74, 40)):
+        train, test = T.load_tasks(domain, "train"), T.load_tasks(domain, "test")
+        assert (len(train), len(test)) == (n_train, n_test)
+        T.assert_disjoint(train, test)
+        env = registry.get_env_constructor(domain)()
+        t = test[0]
+        assert (t.category, t.benchmark, t.split) == (f"tau2_{domain}", f"tau2_{domain}", "test")
+        assert t.instructions == env.get_policy()
+        assert [f["name"] for f in t.functions] == [tool.name for tool in env.get_tools()]
+        assert all(set(f) == {"name", "description", "parameters"} and f["parameters"]["type"] == "object"
+                   for f in t.functions)
+        for task in test:  # the gold calls are tau2's gold actions, in order; one turn per write
+            raw = T.raw_task(task).evaluation_criteria.actions or []
+            flat = [c for turn in task.gold_calls for c in turn]
+            assert [(c.name, c.kwargs) for c in flat] == [(a.name, a.arguments) for a in raw]
+            writes = sum(a.name in T._toolkit(domain)["writes"] for a in raw)
+            assert len(task.gold_calls) == len(task.user_turns) == len(task.gold_replies) == 1 + writes
+        # the split is tau2's own: the first training task is not among the test tasks
+        assert {t.tau2_id for t in train}.isdisjoint({t.tau2_id for t in test})
+    with pytest.raises(ConfigError, match="overlap"):
+        T.assert_disjoint(T.load_tasks("airline", "test", limit=2), T.load_tasks("airline", "test", limit=1))
+    for bad in (dict(domain="telecom"), dict(domain="airline", split="dev"), dict(domain="airline", limit=0),
+                dict(domain="airline", user=""), dict(domain="airline", user="openai:"),
+                dict(domain="airline", user="./no/such/model")):
+        with pytest.raises(ConfigError):
+            T.load_tasks(**bad)
+
+
+def test_fresh_environment_is_tau2s_environment():
+    from tau2.registry import registry
+
+    for domain in T.DOMAINS:
+        assert T.fresh_environment(domain).get_db_hash() == registry.get_env_constructor(domain)().get_db_hash()
+
+
+# ---------------------------------------------------------------- the oracle, scored by tau2's evaluator
+
+
+@pytest.fixture(scope="module")
+def oracle_runs(tmp_path_factory):
+    """The runner on the first 3 test tasks of each domain, 2 trials each (pass^1, pass^2)."""
+    out = {}
+    for domain in T.DOMAINS:
+        d = tmp_path_factory.mktemp(f"oracle_{domain}")
+        out[domain] = (T.evaluate_tau2(domain, "oracle", limit=3, trials=2, results_dir=d, progress=False), d)
+    return out
+
+
+def test_oracle_through_the_runner_with_provenance_pass_k_and_records(oracle_runs):
+    for domain, (m, d) in oracle_runs.items():
+        cat = m["categories"][f"tau2_{domain}"]
+        assert (cat["correct"], cat["total"]) == (6, 6), domain
+        assert m["user"] == "scripted" and m["comparable"] is False and m["tau2"]["note"] == T.SCRIPTED_NOTE
+        assert m["tau2"]["pass_hat_k"]["pass^k"] == {1: 1.0, 2: 1.0} and m["tau2"]["trials"] == 2
+        saved = json.loads((d / "metrics.json").read_text())
+        assert saved["tau2"]["comparable"] is False and saved["tau2"]["pass_hat_k"]["pass^k"] == {"1": 1.0, "2": 1.0}
+        # each verdict equals tau2's evaluator run directly on the same record (read back from JSON)
+        assert T.recheck_records(d / "records.jsonl") == {"checked": 6, "agree": 6, "disagreements": []}
+
+
+def test_recheck_records_counts_a_flipped_verdict(oracle_runs, tmp_path):
+    _, d = oracle_runs["retail"]
+    rows = [json.loads(line) for line in (d / "records.jsonl").read_text().splitlines()][:2]
+    rows[1]["valid"] = False  # a verdict that tau2 does not share must show up
+    f = tmp_path / "records.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert T.recheck_records(f) == {"checked": 2, "agree": 1, "disagreements": [rows[1]["id"]]}
+
+
+@pytest.mark.slow
+def test_oracle_scores_1_on_every_test_task_and_tau2_agrees_on_each_record():
+    """All 20 airline + 40 retail test tasks: gold actions through our loop score 1.0, and tau2's evaluator run
+    directly on each record (read back from JSON) gives the same verdict (~45 s: tau2 builds and hashes two
+    databases per verdict)."""
+    for domain in T.DOMAINS:
+        bench, tasks = T.BENCHMARKS[domain], T.load_tasks(domain, "test")
+        for ep in run_episodes(T.Tau2OraclePolicy(), tasks, progress=False):
+            v = bench.score(ep.task, ep)
+            assert v.valid, (ep.task.id, v)
+            assert direct_success(ep.task, bench.record(ep.task, ep).model_dump_json()) is True, ep.task.id
+
+
+# ---------------------------------------------------------------- perturbed trajectories: ours vs tau2 directly
+
+
+def _user_id(task):
+    return next(c.kwargs["user_id"] for turn in task.gold_calls for c in turn if "user_id" in c.kwargs)
+
+
+EXTRA_WRITE = {
+    "airline": lambda t: Call("send_certificate", {"user_id": _user_id(t), "amount": 100}),
+    "retail": lambda t: Call("modify_user_address", {"user_id": _user_id(t), "address1": "1 Extra St", "address2": "",
+                                                     "city": "Austin", "state": "TX", "country": "USA", "zip": "78701"}),
+}
+READ = {"airline": "get_user_details", "retail": "get_user_details"}
+
+
+def _last_write(task):
+    writes = T._toolkit(task.domain)["writes"]
+    return max((t, i) for t, turn in enumerate(task.gold_calls) for i, c in enumerate(turn) if c.name in writes)
+
+
+def perturb(task, kind):
+    """The task's gold (calls, replies) changed one way; ``None`` when the task has nothing to perturb."""
+    gold = [list(turn) for turn in task.gold_calls]
+    replies = list(task.gold_replies)
+    has_write = len(gold) > 1
+    try:
+        uid = _user_id(task)
+    except StopIteration:
+        uid = None
+    if kind == "drop_write" and has_write:
+        t, i = _last_write(task)
+        del gold[t][i]
+    elif kind == "wrong_argument" and has_write:
+        t, i = _last_write(task)
+        c = gold[t][i]
+        key = next((k for k, v in c.kwargs.items() if isinstance(v, str)), None)
+        if key is None:
+            return None
+        gold[t][i] = Call(c.name, {**c.kwargs, key: c.kwargs[key] + "X"})
+    elif kind == "extra_write" and uid:
+        gold[-1].append(EXTRA_WRITE[task.domain](task))
+    elif kind == "missing_communicate" and task.communicate_info:
+        replies[-1] = "All done."
+    elif kind == "extra_read" and uid:
+        gold[0].append(Call(READ[task.domain], {"user_id": uid}))
+    elif kind == "unknown_tool":
+        gold[0].append(Call("delete_all_records", {"confirm": True}))
+    elif kind == "ten_errors" and has_write:
+        gold[0] += [Call("delete_all_records", {"n": k}) for k in range(T.MAX_ERRORS)]
+    else:
+        return None
+    return dataclasses.replace(task, gold_calls=gold, gold_replies=replies)
+
+
+# expected verdicts, both from our harness and from tau2 run directly
+KINDS = {"drop_write": False, "wrong_argument": False, "extra_write": False, "missing_communicate": False,
+         "ten_errors": False, "extra_read": True, "unknown_tool": True}
+CASES = [("retail", k) for k in KINDS] + [("airline", k) for k in ("drop_write", "wrong_argument", "extra_write")]
+
+
+@pytest.mark.parametrize("domain,kind", CASES, ids=[f"{d}-{k}" for d, k in CASES])
+def test_perturbed_trajectory_same_verdict_as_tau2_directly(domain, kind):
+    task = next(p for p in (perturb(t, kind) for t in T.load_tasks(domain, "test")) if p is not None)
+    (ep,) = run_episodes(T.Tau2OraclePolicy(), [task], progress=False)
+    ours = T.BENCHMARKS[domain].score(task, ep)
+    run, info = T.replay_in_tau2(task, *T.oracle_script(task))  # tau2's orchestrator, environment, evaluator
+    theirs = T.is_success(info.reward)
+    assert ours.valid == theirs == KINDS[kind], (ours, run.termination_reason, info.reward)
+    if not ours.valid:
+        assert ours.reason and ours.error_type.startswith("tau2:")
+    if kind == "ten_errors":
+        assert ours.error_type == "tau2:too_many_errors" and run.termination_reason.value == "too_many_errors"
+    if kind == "missing_communicate":
+        assert ours.error_type == "tau2:communicate"
+
+
+# ---------------------------------------------------------------- user sources
+
+
+class StubServer:
+    """An OpenAI-compatible /v1/chat/completions on loopback that answers from a list (the last one repeats)."""
+
+    def __init__(self, answers):
+        self.answers, self.requests, self.lock = list(answers), [], threading.Lock()
+
+    def __enter__(self):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with stub.lock:
+                    stub.requests.append(payload)
+                    text = stub.answers[min(len(stub.requests), len(stub.answers)) - 1]
+                body = json.dumps({"id": "stub", "object": "chat.completion", "created": 0, "model": payload["model"],
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant", "content": text}}],
+                                   "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
+
+    def __exit__(self, *exc):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_tau2_user_simulator_on_a_stub_openai_server_runs_an_episode_end_to_end():
+    (base,) = T.load_tasks("retail", "test", limit=1)
+    answers = ["", "Hi, I want to exchange a desk lamp. I am Mei Kovacs, zip 28236.", "Yes, go ahead.",
+               "Thanks, that is all. ###STOP###"]
+    with StubServer(answers) as url:
+        task = dataclasses.replace(base, user="openai:stub-user", user_options={"base_url": url})
+        (ep,) = run_episodes(T.Tau2OraclePolicy(), [task], progress=False)
+        v = T.BENCHMARKS["retail"].score(task, ep)
+    assert ep.user.end_reason == "user_stop" and ep.user.final_message == answers[-1]
+    assert [t.messages[0]["content"] for t in ep.turns] == answers[1:3]  # the empty reply was retried
+    assert v.valid  # the oracle's gold actions, whatever the user said
+    rec = T.to_simulation(task, ep)
+    assert [m.role for m in rec.messages][:2] == ["assistant", "user"] and rec.messages[-1].content == answers[-1]
+
+
+def test_simulator_requests_carry_tau2s_prompt_and_the_agent_reply():
+    (task,) = T.load_tasks("airline", "test", limit=1, user="openai:sim")
+    stub = StubServer(["Please cancel my trip.", "###STOP###"])
+    with stub as url:
+        task = dataclasses.replace(task, user_options={"base_url": url})
+        (ep,) = run_episodes(ScriptedPolicy(lambda r: "<summary>s</summary><plan>p</plan>Which reservation?"),
+                             [task], progress=False)
+    first, second = stub.requests
+    assert first["model"] == "sim" and first["messages"][0]["role"] == "system"
+    assert "User Simulation Guidelines" in first["messages"][0]["content"]
+    assert "Emma Kim" in first["messages"][0]["content"] or task.scenario[:30] in first["messages"][0]["content"]
+    assert first["messages"][1] == {"role": "user", "content": "Hi! How can I help you today?"}
+    # the agent's reply reaches the simulator without the progress block (flipped to the user role)
+    assert second["messages"][-1] == {"role": "user", "content": "Which reservation?"}
+    assert ep.user.end_reason == "user_stop"
+
+
+@pytest.mark.parametrize("answers,why", [([""], "empty simulator reply"), (["   "], "empty simulator reply")])
+def test_empty_simulator_replies_end_the_episode_with_a_reason(answers, why):
+    (task,) = T.load_tasks("retail", "test", limit=1)
+    with StubServer(answers) as url:
+        task = dataclasses.replace(task, user="openai:stub", user_options={"base_url": url, "retries": 1})
+        (ep,) = run_episodes(T.Tau2OraclePolicy(), [task], progress=False)
+    assert ep.done and ep.user.end_reason == "user_error" and why in ep.user.end_detail
+    v = T.BENCHMARKS["retail"].score(task, ep)
+    assert not v.valid and v.error_type == "tau2:user_error" and "after 2 attempts" in v.reason
+
+
+def test_unreachable_simulator_endpoint_is_a_reason_not_a_crash():
+    (task,) = T.load_tasks("retail", "test", limit=1, user="openai:none",
+                           user_options={"base_url": "http://127.0.0.1:9/v1", "retries": 0, "timeout": 2})
+    (ep,) = run_episodes(T.Tau2OraclePolicy(), [task], progress=False)
+    assert ep.user.end_reason == "user_error" and ep.user.end_detail
+
+
+def test_local_model_user_toy_smoke():
+    (task,) = T.load_tasks("retail", "test", limit=1, user="toy", user_options={"max_new_tokens": 8, "retries": 0})
+    (ep,) = run_episodes(T.Tau2OraclePolicy(), [task], progress=False)
+    assert ep.done and ep.user.end_reason in ("user_stop", "user_error", "max_steps")
+    assert T.BENCHMARKS["retail"].score(task, ep).reason or ep.user.end_reason == "user_stop"
+    assert T.user_provenance("toy")["comparable"] and not T.user_provenance("scripted")["comparable"]
+
+
+# ---------------------------------------------------------------- safety
+
+
+@contextmanager
+def deadline(seconds):
+    def boom(*a):
+        raise TimeoutError(f"took more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_hostile_model_text_is_a_failed_step_with_a_reason():
+    from test_calls import HOSTILE  # the parser's own hostile inputs, on this environment
+
+    (base,) = T.load_tasks("retail", "test", limit=1)
+    task = dataclasses.replace(base, user_turns=[f"message {i}" for i in range(len(HOSTILE))])
+    (ep,) = run_episodes(ScriptedPolicy(lambda r: HOSTILE[r.episode.turn]), [task], progress=False)
+    assert len(ep.steps) == len(HOSTILE) and ep.user.end_reason == "user_stop"
+    for text, step in zip(HOSTILE, ep.steps):  # one failed step per turn, with the parser's reason
+        assert step.error and not step.calls, text[:60]
+    assert set(ep.turn_end) == {"parse_error"}
+    assert ep.env.groups == [] and ep.env._n == 0  # nothing reached tau2's environment
+    # the episode is scored (each failed step is what the agent said to the user); nothing was done
+    v = T.BENCHMARKS["retail"].score(task, ep)
+    assert not v.valid and v.error_type == "tau2:db"
+
+
+def test_environment_dispatches_only_public_tools_and_refuses_runaway_arguments():
+    (task,) = T.load_tasks("retail", "test", limit=1)
+    env = T.Tau2Environment(task)
+    before = env.state()["db_hash"]
+    with deadline(20):
+        out = env.execute_all([
+            Call("update_db", {"update_data": {}}), Call("get_db_hash"), Call("use_tool", {"tool_name": "x"}),
+            Call("calculate", {"expression": "9**9**9**9"}), Call("calculate", {"expression": "1+" * 150 + "1"}),
+            Call("get_user_details", {"user_id": {"a", "b"}}), Call("get_user_details", {}, ("a", "b")),
+            Call("calculate", {"expression": "(2 + 3) * 4"}), Call("get_user_details", {}, ("mei_kovacs_8020",)),
+        ])
+    assert all(o.startswith("Error:") for o in out[:7]), out
+    assert out[0] == "Error: Tool 'update_db' not found."  # tau2's own answer: not a tool of the toolkit
+    assert out[7] == "20.0" and json.loads(out[8])["user_id"] == "mei_kovacs_8020"
+    assert env.state()["db_hash"] == before
+    # refused calls never reached tau2's environment, so they are not in its record; the others are
+    sent = [p for p in env.groups[0] if p is not None]
+    assert [tc.name for tc, _ in sent] == ["update_db", "get_db_hash", "use_tool", "calculate", "get_user_details"]
+
+
+# ---------------------------------------------------------------- pass^k and the progress context
+
+
+def test_pass_hat_k_matches_its_definition():
+    import random
+
+    rng = random.Random(0)
+    rows = [{"id": f"t{t}", "seed": s, "valid": rng.random() < p} for t, p in enumerate([0.1, 0.5, 0.9, 1.0, 0.0])
+            for s in range(4)]
+    r = T.pass_hat_k(rows)
+    assert r["trials"] == 4 and r["n_tasks"] == 5
+    for k in range(1, 5):  # all k-subsets of a task's trials succeed, averaged over subsets, then over tasks
+        want = sum(sum(all(sub) for sub in combinations([x["valid"] for x in rows if x["id"] == t], k))
+                   / math.comb(4, k) for t in {x["id"] for x in rows}) / 5
+        assert r["pass^k"][k] == pytest.approx(want)
+        lo, hi = r["ci95"][k]
+        assert lo <= r["pass^k"][k] <= hi
+    assert r["pass^k"][1] == r["pass@k"][1] == sum(x["valid"] for x in rows) / 20
+    assert all(r["pass^k"][k] >= r["pass^k"][k + 1] for k in range(1, 4))
+
+
+def test_progress_context_on_tau2_carries_the_latest_user_message(toy):
+    from parl_mt_lib.context import render_prompt
+    from parl_mt_lib.progress import ProgressContext
+
+    _, tok = toy
+    task = next(t for t in T.load_tasks("retail", "test") if len(t.gold_calls) == 2)
+    seen = []
+
+    def fn(req):
+        seen.append(req.messages)
+        ep = req.episode
+        text = T.Tau2OraclePolicy().generate([req])[0].text
+        return f"<summary>Turn {ep.turn}, step {len(ep.steps_of(ep.turn))}.</summary><plan>Go on.</plan>{text}"
+
+    run_episodes(ScriptedPolicy(fn), [task], ProgressContext(tool_docs="names"), progress=False)
+    first_of_turn1 = next(m for m in seen if any(x["content"].endswith(T.CONFIRM) for x in m if x["role"] == "user"))
+    prompt = render_prompt(tok, first_of_turn1)
+    assert T.CONFIRM in prompt and task.instructions[:200] in prompt
+    assert "<summary>Turn 0, step" in prompt  # the previous turn's summary is carried into the request
+    assert strip_preamble(seen[0][-1]["content"])[0] == task.user_turns[0]
