@@ -94,14 +94,54 @@ def completion_logps(model, ids, attn, comp, temperature: float = 1.0) -> torch.
     return torch.zeros(ids.shape, dtype=lp.dtype, device=lp.device).masked_scatter(target, lp)
 
 
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask", "none")
+
+
+def importance_weights(old_logp, sampler_logp, mask, mode: str = "token_truncate", cap_max: float | None = 3.0,
+                       cap_min: float | None = None) -> torch.Tensor:
+    """Off-policy correction for a separate sampler (vLLM), as TRL's ``vllm_importance_sampling_correction``:
+    ``exp(old - sampler)`` per token (``token_*``) or per sequence (``sequence_*``, log-ratios summed over ``mask``),
+    truncated to ``[cap_min, cap_max]`` (``*_truncate``) or zeroed outside it (``*_mask``); ``none``: all 1.
+    ``old`` are the trainer's log-probs before the update, ``sampler`` the behaviour policy's (the engine's);
+    tokens outside ``mask`` get 1. The policy-gradient term of :func:`grpo_loss` is multiplied by it.
+
+    >>> old = torch.tensor([[0.0, -1.0, -1.0]]); mask = torch.tensor([[0.0, 1.0, 1.0]])
+    >>> importance_weights(old, torch.tensor([[0.0, -2.5, -1.0]]), mask).tolist()  # e^1.5 = 4.48 -> cap 3
+    [[1.0, 3.0, 1.0]]
+    >>> importance_weights(old, torch.tensor([[0.0, -2.5, -1.0]]), mask, "token_mask").tolist()
+    [[1.0, 0.0, 1.0]]
+    >>> [round(x, 3) for x in importance_weights(old, torch.tensor([[0.0, -1.5, -1.0]]), mask,
+    ...                                          "sequence_truncate")[0].tolist()]
+    [1.649, 1.649, 1.649]
+    """
+    if mode not in IS_MODES:
+        raise ValueError(f"importance sampling mode must be one of {IS_MODES}, got {mode!r}")
+    if mode == "none":
+        return torch.ones_like(old_logp)
+    diff = ((old_logp - sampler_logp) * mask).nan_to_num(0.0)
+    if mode.startswith("sequence"):
+        diff = diff.sum(-1, keepdim=True).expand_as(old_logp)
+    w = torch.exp(diff)
+    if mode.endswith("truncate"):
+        w = torch.clamp(w, min=cap_min, max=cap_max)
+    else:
+        lo, hi = -math.inf if cap_min is None else cap_min, math.inf if cap_max is None else cap_max
+        w = w.masked_fill((w < lo) | (w > hi), 0.0)
+    return w if mode.startswith("sequence") else torch.where(mask.bool(), w, torch.ones_like(w))
+
+
 def grpo_loss(logp, old_logp, ref_logp, adv, mask, n_tokens: int, clip_eps: float = 0.2,
-              clip_eps_high: float | None = None, beta: float = 0.0) -> tuple[torch.Tensor, dict]:
+              clip_eps_high: float | None = None, beta: float = 0.0,
+              is_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Clipped-ratio policy loss + ``beta`` x k3 KL, summed over masked tokens / ``n_tokens`` (the number of
-    completion tokens in the whole optimiser batch, so micro-batches add up to the token-level mean)."""
+    completion tokens in the whole optimiser batch, so micro-batches add up to the token-level mean).
+    ``is_weight`` (:func:`importance_weights`) multiplies the policy term, not the KL (as TRL)."""
     ratio = torch.exp(logp - old_logp)
     a = adv[:, None]
     hi = clip_eps if clip_eps_high is None else clip_eps_high
     per_token = -torch.min(ratio * a, torch.clamp(ratio, 1 - clip_eps, 1 + hi) * a)
+    if is_weight is not None:
+        per_token = per_token * is_weight
     kl = torch.zeros_like(logp)
     if ref_logp is not None:
         d = ref_logp - logp

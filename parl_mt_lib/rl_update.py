@@ -134,10 +134,13 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     """One iteration's optimiser step(s) on the step samples; returns loss / KL / clipping statistics and the
     sampler-vs-trainer log-prob gap.
 
-    The ``old`` log-probs of the clipped ratio are the sampler's (``sample["logprobs"]``, recorded while
-    generating), so the ratio sees any difference between the policy that drew the samples and the one being
-    trained, sampler/trainer mismatch included; a sample without them (a backend that cannot report
-    log-probs) uses the trainer's own log-probs from the first forward pass, before any step.
+    Off-policy correction as TRL's ``vllm_importance_sampling_correction``: the sampler's log-probs
+    (``sample["logprobs"]``, recorded while generating: the engine's, the behaviour policy) enter through a
+    truncated importance weight ``min(exp(old - sampler), cap)`` per token (:func:`~.grpo.importance_weights`;
+    mode and cap from the recipe's ``is_mode`` / ``is_cap`` when it has them, else ``token_truncate`` and TRL's
+    3.0) that multiplies the policy term; the clipped ratio's ``old`` are the trainer's own log-probs from the
+    first forward pass, before any step. A sample without sampler log-probs (a backend that cannot report
+    them) gets weight 1. ``is_weight_mean`` / ``is_weight_min`` / ``is_weight_max``: the weights over those tokens.
     ``logprob_gap_mean`` / ``logprob_gap_max``: |sampler - trainer| log-prob over the completion tokens of the
     samples that carry sampler log-probs, taken on that first forward pass (None when no sample has them);
     a skipped update (every advantage 0, no KL term) still runs a no-grad forward pass to measure it.
@@ -146,9 +149,10 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     """
     import torch
 
-    from .grpo import completion_logps, grpo_loss, pad_batch
+    from .grpo import completion_logps, grpo_loss, importance_weights, pad_batch
 
     logps_fn = logps_fn or completion_logps
+    is_mode, is_cap = getattr(recipe, "is_mode", "token_truncate"), getattr(recipe, "is_cap", 3.0)
     T = recipe.temperature  # log-probs of the distribution the samples were drawn from (top-p aside)
     mbs = [samples[i:i + recipe.micro_batch_size] for i in range(0, len(samples), recipe.micro_batch_size)]
     batches = [pad_batch(mb, pad_id, model.device) for mb in mbs]
@@ -159,11 +163,12 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
             for (ids, attn, comp), (lp, has) in zip(batches, sampled):
                 if has.any():
                     gap.add(logps_fn(model, ids, attn, comp, T), lp, has, comp)
-        return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": True, **gap.row()}
+        return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": True, **gap.row(),
+                **_is_row([])}
     n_tokens = sum(len(s["completion_ids"]) for s in samples)
     advs = [torch.tensor([s["advantage"] for s in mb], device=model.device) for mb in mbs]
     refs = [ref.logps(model, ids, attn, comp, T) if ref is not None else None for ids, attn, comp in batches]
-    olds = [None] * len(batches)
+    olds, isw, is_seen = [None] * len(batches), [None] * len(batches), []
     model.train()
     tot = {"loss": 0.0, "kl_sum": 0.0, "clipped_sum": 0.0, "tokens": 0.0}
     for _ in range(recipe.updates_per_iteration):
@@ -171,10 +176,14 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
         for j, ((ids, attn, comp), a, (lp, has)) in enumerate(zip(batches, advs, sampled)):
             logp = logps_fn(model, ids, attn, comp, T)
             if olds[j] is None:  # the first pass, before any step
-                olds[j] = torch.where(has[:, None], lp, logp.detach())
+                olds[j] = logp.detach()
                 gap.add(logp, lp, has, comp)
+                scored = comp.clone()
+                scored[:, 0] = 0.0  # no prefix, no trainer log-prob (as the gap)
+                isw[j] = importance_weights(olds[j], torch.where(has[:, None], lp, olds[j]), scored, is_mode, is_cap)
+                is_seen.append(isw[j][(scored.bool() & has[:, None])])
             loss, st = grpo_loss(logp, olds[j], refs[j], a, comp, n_tokens, recipe.clip_eps, recipe.clip_eps_high,
-                                 recipe.beta)
+                                 recipe.beta, is_weight=isw[j])
             loss.backward()
             tot["loss"] += float(loss.detach())
             for k in ("kl_sum", "clipped_sum", "tokens"):
@@ -185,7 +194,17 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     u = recipe.updates_per_iteration
     return {"loss": tot["loss"] / u, "kl": tot["kl_sum"] / max(tot["tokens"], 1),
             "clip_frac": tot["clipped_sum"] / max(tot["tokens"], 1), "grad_norm": float(gn), "skipped": False,
-            **gap.row()}
+            **gap.row(), **_is_row(is_seen)}
+
+
+def _is_row(weights: list) -> dict:
+    """Mean / min / max importance weight over the tokens that carry sampler log-probs (None when none do)."""
+    import torch
+
+    w = torch.cat(weights) if weights else None
+    if w is None or not w.numel():
+        return {"is_weight_mean": None, "is_weight_min": None, "is_weight_max": None}
+    return {"is_weight_mean": float(w.mean()), "is_weight_min": float(w.min()), "is_weight_max": float(w.max())}
 
 
 def last_rl_checkpoint(out_dir) -> Path | None:

@@ -2,6 +2,7 @@
 sampler log-probs as the ratio's ``old`` and the logged gap, completion-only logits on the toy (LoRA and full),
 resume after a kill, determinism, bad recipes, train/test hygiene."""
 import json
+import math
 import re
 
 import pytest
@@ -133,23 +134,27 @@ def _alone_logps(model, sample, temperature):
 
 
 def test_ratio_uses_the_sampler_logprobs(pag_dir, toy_path):
-    """The ratio's ``old`` are the sampler's log-probs: sampler log-probs 1 nat below the trainer's make every
-    token's ratio e > 1 + eps (clipped); exact ones or none (fallback to the trainer's) leave the ratio at 1.
-    The update logs the |sampler - trainer| gap."""
+    """Sampler log-probs are the behaviour policy (TRL's vLLM importance-sampling correction): the clipped ratio's
+    ``old`` are the trainer's own log-probs before the step, and a truncated weight ``min(exp(old - sampler), 3)``
+    multiplies the policy term. Sampler log-probs 1 nat below the trainer's weigh every token e (loss -e, nothing
+    clipped), 2 nats below hit the cap (loss -3); exact ones or none (weight 1) leave the loss at -A. The update
+    logs the |sampler - trainer| gap and the weights."""
     recipe = _recipe(pag_dir, toy_path, clip_eps=0.2)
     model, tok = load_policy_model(recipe)
     base = {"prompt_ids": tok("hello there").input_ids, "completion_ids": tok(" ls(a=1)").input_ids,
             "advantage": 1.0}
     exact = _alone_logps(model, base, recipe.temperature)
     rows = {}
-    for name, lp in (("none", None), ("exact", exact), ("shifted", [x - 1.0 for x in exact])):
+    for name, lp in (("none", None), ("exact", exact), ("shifted", [x - 1.0 for x in exact]),
+                     ("far", [x - 2.0 for x in exact])):
         model, tok = load_policy_model(recipe)  # the same starting weights for every variant
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
         rows[name] = update(model, opt, [{**base, "logprobs": lp}], recipe, tok.pad_token_id, None)
-    assert rows["none"]["clip_frac"] == rows["exact"]["clip_frac"] == 0.0
-    assert rows["shifted"]["clip_frac"] == 1.0
-    assert rows["exact"]["loss"] == pytest.approx(-1.0, abs=1e-4)
-    assert rows["shifted"]["loss"] == pytest.approx(-1.2, abs=1e-4)  # -min(r A, clip(r) A), r = e
+    assert all(r["clip_frac"] == 0.0 for r in rows.values())
+    assert rows["exact"]["loss"] == pytest.approx(-1.0, abs=1e-4) and rows["none"]["loss"] == pytest.approx(-1.0)
+    assert rows["shifted"]["loss"] == pytest.approx(-math.e, abs=1e-4)
+    assert rows["far"]["loss"] == pytest.approx(-3.0, abs=1e-4)  # e^2 truncated at the cap
+    assert rows["far"]["is_weight_max"] == pytest.approx(3.0) and rows["none"]["is_weight_mean"] is None
     assert rows["exact"]["logprob_gap_mean"] < 1e-5 and rows["none"]["logprob_gap_mean"] is None
     assert rows["shifted"]["logprob_gap_mean"] == pytest.approx(1.0, abs=1e-4)
     assert rows["shifted"]["logprob_gap_max"] == pytest.approx(1.0, abs=1e-4)
