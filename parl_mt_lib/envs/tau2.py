@@ -922,11 +922,36 @@ def evaluate_tau2(domain: str, policy="oracle", *, split: str = "test", user: st
     for r in new:
         append_jsonl(out / "records.jsonl", r)
     rows = [r for r in read_jsonl(out / "entries.jsonl") if r["seed"] < trials]
+    floor = [t.id for t in tasks if do_nothing_passes(t)]
     metrics["tau2"] = {"domain": domain, "split": split, "trials": trials, **user_provenance(user),
-                       "pass_hat_k": pass_hat_k(rows), "tau2_version": _version()}
+                       "pass_hat_k": pass_hat_k(rows), "tau2_version": _version(),
+                       "do_nothing_floor": len(floor) / len(tasks) if tasks else 0.0, "do_nothing_tasks": floor}
     metrics.update(user=user, comparable=metrics["tau2"]["comparable"])
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def do_nothing_passes(task: Tau2Task) -> bool:
+    """Whether an agent that changes nothing and tells nothing passes: the gold actions write nothing and there
+    is nothing to communicate (τ-bench's refusal tasks). The fraction of such tasks is the floor of any score.
+
+    >>> sum(do_nothing_passes(t) for t in load_tasks("airline", "test")), len(load_tasks("airline", "test"))
+    (6, 20)
+    """
+    writes = _toolkit(task.domain)["writes"]
+    return not task.communicate_info and not any(c.name in writes for turn in task.gold_calls for c in turn)
+
+
+def transcript(run, width: int = 160) -> list[dict]:
+    """A record's messages as rows (``i``, ``role``, ``text``: content or the tool calls), for display."""
+    rows = []
+    for i, m in enumerate(run.messages):
+        calls = getattr(m, "tool_calls", None)
+        text = "; ".join(f"{tc.name}({json.dumps(tc.arguments)})" for tc in calls) if calls else (m.content or "")
+        text = " ".join(text.split())
+        rows.append({"i": i, "role": m.role + (" (error)" if getattr(m, "error", False) else ""),
+                     "text": text if len(text) <= width else text[:width - 3] + "..."})
+    return rows
 
 
 def recheck_records(path) -> dict:
