@@ -134,8 +134,14 @@ class HFPolicy:
     the toy at ~9.5k-token BFCL prompts, a padded batch of 8 took ~19 s per step against ~0.6 s per
     unpadded prompt. On GPU the whole batch goes at once.
 
+    ``max_batch_tokens`` caps the padded prompt tokens of one call (rows x longest prompt; a longer prompt goes
+    alone): at BFCL's ~7k-token prompts a 64-row batch is ~450k tokens of prefill, out of memory on 80 GB for a
+    7B model, while 65,536 (the default) keeps prefill activations and KV cache to a few GB.
+
     ``keep_tokens=True`` (RL rollouts) also returns the prompt and completion token ids and the
-    log-probabilities of the sampled tokens under the sampling distribution (temperature / top-p applied).
+    log-probabilities of the sampled tokens under the sampling distribution (temperature / top-p applied),
+    recorded step by step as generation goes (:class:`SampledLogprobs`): no full-vocabulary ``output_scores``
+    (batch x new tokens x vocab, ~20 GB at the 7B recipe's batch) is ever kept.
 
     Sampling is exactly temperature + top-p over the plain softmax: the checkpoint's own generation defaults
     (repetition penalty, top-k, ...) are switched off (:func:`checkpoint_generation_defaults_off`), so the
@@ -147,10 +153,11 @@ class HFPolicy:
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, style: str = "python", name: str = "hf",
                  max_prompt_tokens: int | None = None, micro_batch_size: int | None = None,
-                 keep_tokens: bool = False):
+                 keep_tokens: bool = False, max_batch_tokens: int = 65536):
         self.model, self.tok, self.style, self.name = model, tokenizer, style, name
         self.keep_tokens = keep_tokens
         self.micro_batch_size = micro_batch_size or (1 if model.device.type == "cpu" else 64)
+        self.max_batch_tokens = max_batch_tokens
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.max_prompt_tokens = max_prompt_tokens or getattr(model.config, "max_position_embeddings", None)
         self.reseed(seed)
@@ -178,26 +185,40 @@ class HFPolicy:
         out = [Generation("", len(x), 0, error=f"context_overflow: {len(x)} prompt tokens > {limit}")
                for x in ids]
         fits = sorted((i for i, x in enumerate(ids) if len(x) <= limit), key=lambda i: len(ids[i]))
-        for k in range(0, len(fits), self.micro_batch_size):
-            self._generate(ids, fits[k:k + self.micro_batch_size], out)
+        batch: list[int] = []
+        for i in fits:  # ascending length: the newest prompt is the batch's longest (padding included)
+            if batch and (len(batch) >= self.micro_batch_size or (len(batch) + 1) * len(ids[i]) > self.max_batch_tokens):
+                self._generate(ids, batch, out)
+                batch = []
+            batch.append(i)
+        if batch:
+            self._generate(ids, batch, out)
         return out
 
     def _generate(self, ids: list[list[int]], fits: list[int], out: list[Generation]) -> None:
         import torch
 
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
         batch = self.tok.pad({"input_ids": [ids[i] for i in fits]}, return_tensors="pt").to(self.model.device)
         sample = self.temperature > 0
+        # the sampling warpers, in transformers' own order, passed as processors so the recorder sees their output
+        # (generate's built-in warpers would run after it); generate itself then adds none (T = 1, top-p = 1)
+        procs = LogitsProcessorList()
+        if sample and self.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(self.temperature))
+        if sample and self.top_p < 1.0:
+            procs.append(TopPLogitsWarper(self.top_p))
+        record = SampledLogprobs() if self.keep_tokens else None
+        if record is not None:
+            procs.append(record)
         with torch.no_grad(), checkpoint_generation_defaults_off(self.model):
             gen = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=sample,
-                                      temperature=self.temperature if sample else 1.0,
-                                      top_p=self.top_p if sample else 1.0, top_k=0, repetition_penalty=1.0,
-                                      pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
-                                      output_scores=self.keep_tokens, return_dict_in_generate=True)
+                                      temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
+                                      logits_processor=procs, pad_token_id=self.tok.pad_token_id,
+                                      eos_token_id=self.tok.eos_token_id, return_dict_in_generate=True)
         new = gen.sequences[:, batch["input_ids"].shape[1]:]
-        logps = None
-        if self.keep_tokens:  # scores are the processed logits the sampler drew from
-            logps = torch.stack([torch.log_softmax(s.float(), -1).gather(1, new[:, t:t + 1]).squeeze(1)
-                                 for t, s in enumerate(gen.scores)], 1)
+        logps = record.finish(new) if record is not None else None
         for b, (row, i) in enumerate(zip(new, fits)):
             toks = row.tolist()
             if self.tok.eos_token_id in toks:
@@ -209,6 +230,46 @@ class HFPolicy:
             if self.keep_tokens:
                 out[i].prompt_ids, out[i].completion_ids = list(ids[i]), toks
                 out[i].logprobs = logps[b, :n].tolist()
+
+
+class SampledLogprobs:
+    """A logits processor (last in the list) that records the log-probability of each sampled token under the
+    scores the sampler draws from, one step behind: at step t+1 it reads the token chosen at step t from
+    ``input_ids``; :meth:`finish` takes the last one from the output. Holds one step's scores at a time
+    (batch x vocab), where ``output_scores`` holds every step's. Written here because transformers offers only
+    ``output_scores`` + ``compute_transition_scores``, which keep them all.
+
+    >>> import torch
+    >>> r = SampledLogprobs()
+    >>> _ = r(torch.tensor([[5]]), torch.tensor([[0.0, 0.0]]))           # step 0 scores
+    >>> _ = r(torch.tensor([[5, 1]]), torch.tensor([[2.0, 0.0]]))        # token 1 was drawn at step 0
+    >>> [round(x, 4) for x in r.finish(torch.tensor([[1, 0]]))[0].tolist()]  # token 0 at step 1
+    [-0.6931, -0.1269]
+    """
+
+    def __init__(self):
+        self.steps, self.pending = [], None
+
+    def _resolve(self, tokens):
+        import torch
+
+        s = self.pending.float()
+        self.steps.append(s.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(s, -1))
+
+    def __call__(self, input_ids, scores):
+        if self.pending is not None:
+            self._resolve(input_ids[:, -1])
+        self.pending = scores
+        return scores
+
+    def finish(self, new_tokens):
+        """Log-probs ``(batch, new tokens)`` of the generated tokens (``new_tokens``: generate's new columns)."""
+        import torch
+
+        if self.pending is not None:
+            self._resolve(new_tokens[:, -1])
+            self.pending = None
+        return torch.stack(self.steps, 1) if self.steps else new_tokens.new_zeros((len(new_tokens), 0)).float()
 
 
 def _http_messages(messages: list[dict]) -> list[dict]:
