@@ -1,0 +1,175 @@
+"""PARL-MT data on τ-bench: progress-aware (PAG) examples from tau2's TRAIN split, never its test split.
+
+Each training task is played twice through our driver with the scripted user (:mod:`.tau2`): once under the
+progress context (PARL-MT's view: system prompt with the domain policy and the progress instruction, the latest user
+message — at a new turn with the previous summary carried in —, the latest summary/plan with the calls it made and
+their results) and once under the full history (the plain SFT view). A teacher policy replays the gold actions one
+call per step and, at the end of each turn, the gold reply to the user; under the progress context every output
+starts with the teacher's ``<summary>…</summary><plan>…</plan>`` (:class:`~parl_mt_lib.progress.TemplateTeacher`,
+with the domain's own tool docs). One example per step: the context the policy saw and the target.
+
+Verification: each training task's teacher episode must score 1.0 with tau2's evaluator (the target trajectory is
+correct by τ-bench's own rule); examples of a task that does not are dropped (counted in the card).
+
+Hygiene: :func:`build` asserts in code that no training task is a test task (:func:`~.tau2.assert_disjoint`
+against the whole test split of each domain), and training tasks come only from tau2's ``train`` split.
+
+Example:
+    >>> from parl_mt_lib.envs.tau2 import load_tasks
+    >>> (task,) = load_tasks("retail", "train", limit=1)
+    >>> ex = step_examples(task)
+    >>> [e["kind"] for e in ex], ex[0]["completion_progress"][:26]
+    (['call', 'call', 'call', 'call', 'reply', 'call', 'reply'], '<summary>Nothing done yet.')
+    >>> ex[4]["plan"]
+    "Ask the user to confirm: exchange_delivered_order_items('#W2378156')."
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..runtime import ConfigError
+from . import tau2 as T
+
+SOURCE_SPLIT = "train"
+
+
+class Tau2TeacherPolicy:
+    """The gold actions one call per step, then the turn's gold reply to the user; with ``with_progress`` each
+    output starts with the teacher's summary and plan."""
+
+    name = "tau2_teacher"
+
+    def __init__(self, teacher=None, style: str = "python", with_progress: bool = True):
+        self.teacher, self.style, self.with_progress = teacher, style, with_progress
+
+    def generate(self, requests):
+        from ..calls import render_calls
+        from ..policies import gold_step
+        from ..progress_format import format_progress
+        from ..rollout import Generation
+
+        out = []
+        for req in requests:
+            ep = req.episode
+            chunk, remaining = gold_step(ep)
+            text = render_calls(chunk, self.style) if chunk else ep.task.gold_replies[ep.turn]
+            if self.with_progress:
+                summary, plan = (self.teacher or teacher_for(ep.task)).progress(ep, remaining)
+                text = format_progress(summary, plan, text)
+            out.append(Generation(text))
+        return out
+
+
+def teacher_for(task, seed: int = 0):
+    """The template teacher on the task's own tool docs; at the end of a turn that precedes a write, its plan is to
+    ask the user to confirm that write (τ-bench's policies require an explicit yes before any write)."""
+    from ..progress import TemplateTeacher, _compact
+
+    class Teacher(TemplateTeacher):
+        def progress(self, ep, remaining):
+            summary, plan = super().progress(ep, remaining)
+            gold = ep.task.gold_calls
+            if not remaining and ep.turn + 1 < len(gold) and gold[ep.turn + 1]:
+                plan = f"Ask the user to confirm: {_compact(gold[ep.turn + 1][0].render())}."
+            return summary, plan
+
+    return Teacher(seed=seed, docs={d["name"]: d for d in task.functions})
+
+
+class _Recording:
+    """Keeps the context messages of every request a policy answers."""
+
+    def __init__(self, inner):
+        self.inner, self.style, self.name, self.prompts = inner, inner.style, inner.name, []
+
+    def generate(self, requests):
+        self.prompts += [r.messages for r in requests]
+        return self.inner.generate(requests)
+
+
+def step_examples(task, teacher=None, style: str = "python", verify: bool = False) -> list[dict]:
+    """One example per teacher step of a τ-bench task: ``progress_messages`` / ``plain_messages`` (the context
+    without its system message), ``completion_progress`` / ``completion_plain``, the step's ``kind`` (``call`` or
+    ``reply``), its turn and ``user_message`` (the latest user message). With ``verify``, every example carries
+    ``verified``: tau2's evaluator scored the task's teacher episode 1.0."""
+    from ..context import FullHistoryContext, ProgressContext
+    from ..rollout import run_episodes
+
+    if task.split != SOURCE_SPLIT:
+        raise ConfigError(f"PAG examples come from tau2's {SOURCE_SPLIT} split only; {task.id} is in {task.split!r}")
+    teacher = teacher or teacher_for(task)
+    prog = _Recording(Tau2TeacherPolicy(teacher, style))
+    plain = _Recording(Tau2TeacherPolicy(teacher, style, with_progress=False))
+    (ep_p,) = run_episodes(prog, [task], ProgressContext(style=style), progress=False)
+    (ep_f,) = run_episodes(plain, [task], FullHistoryContext(style=style), progress=False)
+    if len(ep_p.steps) != len(ep_f.steps):
+        raise RuntimeError(f"{task.id}: progress and plain replays took different steps")
+    verified = T.BENCHMARKS[task.domain].score(task, ep_p).valid if verify else None
+    out = []
+    for i, (sp, sf) in enumerate(zip(ep_p.steps, ep_f.steps)):
+        from ..progress_format import parse_progress
+
+        block = parse_progress(sp.output)
+        out.append({"task_id": task.id, "domain": task.domain, "step": i, "turn": sp.turn,
+                     "kind": "call" if sp.calls else "reply",
+                     "user_message": ep_p.turns[sp.turn].messages[0]["content"],
+                     "progress_messages": [dict(m) for m in prog.prompts[i] if m["role"] != "system"],
+                     "plain_messages": [dict(m) for m in plain.prompts[i] if m["role"] != "system"],
+                     "completion_progress": sp.output, "completion_plain": sf.output,
+                     "summary": block.summary if block else "", "plan": block.plan if block else "",
+                     "gold_call": "; ".join(sp.calls) or None, "style": style, "verified": verified})
+    return out
+
+
+def build(domains=T.DOMAINS, *, limit: int | None = None, style: str = "python", seed: int = 0,
+          verify: bool = True, out_dir=None) -> dict:
+    """PAG examples for the training tasks of ``domains`` (tau2's train split; ``limit`` per domain). Asserts that
+    no training task is a test task. With ``out_dir`` writes ``examples.jsonl`` and ``card.json``. Returns
+    ``{"examples", "tasks", "card"}``."""
+    from ..runtime import atomic_write_json, provenance
+
+    t0 = time.time()
+    tasks = [t for d in domains for t in T.load_tasks(d, SOURCE_SPLIT, limit=limit)]
+    T.assert_disjoint(tasks, [t for d in domains for t in T.load_tasks(d, "test")])
+    examples, dropped = [], []
+    for task in tasks:
+        exs = step_examples(task, teacher_for(task, seed), style, verify=verify)
+        if verify and not exs[0]["verified"]:
+            dropped.append(task.id)
+            continue
+        examples += exs
+    card = {"source": f"tau2 {SOURCE_SPLIT} split", "domains": list(domains), "n_tasks": len(tasks),
+            "n_examples": len(examples), "by_kind": {k: sum(e["kind"] == k for e in examples) for k in ("call", "reply")},
+            "verified_by": "tau2 evaluator (teacher episode reward 1.0)" if verify else None,
+            "dropped_tasks": dropped, "user": T.user_provenance("scripted"),
+            "disjoint_from_test": "asserted (envs.tau2.assert_disjoint against every test task of these domains)",
+            "teacher": "template", "style": style, "seed": seed,
+            "provenance": provenance(wall_clock_s=round(time.time() - t0, 2), tau2=T._version())}
+    if out_dir is not None:
+        from ..runtime import append_jsonl
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "examples.jsonl").unlink(missing_ok=True)
+        for ex in examples:
+            append_jsonl(out / "examples.jsonl", ex)
+        atomic_write_json(out / "card.json", card)
+    return {"examples": examples, "tasks": {t.id: t for t in tasks}, "card": card}
+
+
+def sft_rows(examples: list[dict], tasks: dict, view: str = "progress", tool_docs: str = "full") -> list[dict]:
+    """TRL prompt/completion rows: the system message rebuilt from the task (tool docs + the domain policy; the
+    progress view adds the progress instruction), then the recorded context; the completion is the target."""
+    from ..context import FullHistoryContext, ProgressContext
+
+    if view not in ("progress", "plain"):
+        raise ConfigError(f"unknown view {view!r}; choose progress or plain")
+    rows = []
+    for ex in examples:
+        ctx = (ProgressContext if view == "progress" else FullHistoryContext)(style=ex["style"], tool_docs=tool_docs)
+        task = tasks[ex["task_id"]]
+        rows.append({"prompt": [ctx.system_message(task)] + json.loads(json.dumps(ex[f"{view}_messages"])),
+                     "completion": [{"role": "assistant", "content": ex[f"completion_{view}"]}]})
+    return rows
