@@ -16,6 +16,8 @@ Inputs (relative to the results root), as their writers lay them out:
 - ``05_evaluate/oracle/metrics.json``, ``05_evaluate/toy/metrics.json`` (``evaluate.evaluate``)
 - ``06_compare/comparison.json`` (``compare.compare_methods``: ``table``, ``runs``, ``benchmarks``) and each run's
   ``06_compare/<method>/<benchmark>/seed<s>/entries.jsonl`` (per-task verdicts, for paired differences)
+- ``07_ablations/ablations.json`` (``ablations.run``: ``rows``, ``table`` with the paired differences to full
+  PARL-MT already computed by :func:`parl_mt_lib.stats.paired_bootstrap`, ``budget``, ``missing_benchmarks``)
 
 Keys are read defensively (other keys may come and go); unknown metrics are shown after the known ones.
 
@@ -53,6 +55,7 @@ INPUTS = {
     "oracle": "05_evaluate/oracle/metrics.json",
     "toy": "05_evaluate/toy/metrics.json",
     "compare": "06_compare/comparison.json",
+    "ablations": "07_ablations/ablations.json",
 }
 SFT_ROWS = {"base-progress": "untrained, progress view", "sft-progress": "SFT-PAG (progress view)",
             "base-plain": "untrained, plain view", "sft-plain": "SFT-plain (full history)"}
@@ -476,6 +479,65 @@ def _paired(res: _Results, c: dict, methods: list, benches: list) -> list[str]:
     return out + [""]
 
 
+def section_ablations(res: _Results) -> list[str]:
+    """Notebook 07's table: per benchmark, each row's task success, its paired difference to full PARL-MT,
+    steps and tokens per task; where each row's checkpoints come from; rows dropped for the budget."""
+    out = ["#### Ablations: what each part of PARL-MT buys (notebook 07)", ""]
+    a = res.json(INPUTS["ablations"])
+    if a is None:
+        return out + [res.not_run(INPUTS["ablations"]), ""]
+    rows = [r for r in a.get("rows") or [] if isinstance(r, dict)]
+    label = {r.get("row"): r.get("label", r.get("row")) for r in rows}
+    table = [t for t in a.get("table") or [] if isinstance(t, dict)]
+    ref = a.get("reference", "parl_mt")
+    for b in dict.fromkeys(t.get("benchmark") for t in table):
+        ts = [t for t in table if t.get("benchmark") == b]
+        n = next((t.get("n_tasks") for t in ts), None)
+        body = []
+        for t in ts:
+            d = t.get("delta") or {}
+            delta = "reference" if t.get("row") == ref else \
+                (f"{d['diff']:+.2f}{_ci(d.get('ci95'))}" if isinstance(d.get("diff"), (int, float)) else "—")
+            body.append([label.get(t.get("row"), t.get("row")), _num(t.get("mean")) + _ci(t.get("ci95")), delta,
+                         _num(t.get("steps_per_task"), 1), _num(t.get("prompt_tokens_per_task"), 0),
+                         _num(t.get("generated_tokens_per_task"), 0), _num(t.get("n_seeds"))])
+        out += [f"{b} ({_num(n)} tasks):", ""]
+        out += _table(["ablation", "task success [95% CI]", "Δ vs full PARL-MT, paired [95% CI]", "steps / task",
+                       "prompt tokens / task", "generated tokens / task", "seeds"], body)
+        out.append("")
+    kinds = sorted({t.get("interval") for t in table if t.get("interval")})
+    out += [f"Task success: mean over training seeds [{'; '.join(kinds) or '95% interval'}]. Δ: per-task success "
+            f"averaged over seeds, minus full PARL-MT's on the same tasks; 95% percentile bootstrap over tasks "
+            f"({_num(a.get('n_boot'))} resamples, seed 0). Tokens per task: summed over the episode's steps.", ""]
+    src = []
+    for r in rows:
+        if not r.get("kept", True):
+            continue
+        extra = []
+        if r.get("rl_iterations") is not None:
+            extra.append(f"{r['rl_iterations']} RL iterations")
+        pb = r.get("pag_build") or {}
+        if pb:
+            extra.append(f"PAG build: {_num(pb.get('kept'))} kept / {_num(pb.get('dropped'))} dropped steps, "
+                         f"{_num((pb.get('n_examples') or {}).get('train'))} train examples"
+                         + ("; byte-identical to the reference data" if pb.get("same_as_reference") else ""))
+        src.append(f"- {label.get(r.get('row'), r.get('row'))}: {r.get('checkpoint', '?')}"
+                   + (f" ({'; '.join(extra)})" if extra else ""))
+    if src:
+        out += ["Where each row's checkpoints come from:", "", *src, ""]
+    budget = a.get("budget") or {}
+    dropped = budget.get("dropped_rows") or []
+    if dropped:
+        out += ["Dropped for the budget (whole rows, never seeds): "
+                + "; ".join(f"{label.get(d.get('row'), d.get('row'))} (~{_num(d.get('saved_s'), 0)} s)"
+                            for d in dropped) + ".", ""]
+    missing = a.get("missing_benchmarks") or {}
+    if missing:
+        out += ["Not evaluated: " + "; ".join(f"{k} ({v})" for k, v in sorted(missing.items())) + ".", ""]
+    out += [f"- {provenance_line(INPUTS['ablations'], a)}"]
+    return out + [""]
+
+
 # ------------------------------------------------------------------ the block and README
 
 
@@ -484,7 +546,7 @@ def generate(results_dir="results") -> tuple[str, list[str]]:
     res = _Results(results_dir)
     parts = [section_evaluate(res), section_pag(res), section_sft(res)]
     rl_part, runs = section_rl(res)
-    parts += [rl_part, section_cost(runs), section_compare(res)]
+    parts += [rl_part, section_cost(runs), section_compare(res), section_ablations(res)]
     head = ["Generated by `make tables` from `results/` only — do not edit by hand: `python -m parl_mt_lib.tables "
             "--check` and `tests/test_tables.py` fail when this block and `results/` disagree. Each table names "
             "the files, git SHA (`-dirty`: uncommitted changes), machine and date of the run it comes from; "

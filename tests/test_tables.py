@@ -116,7 +116,36 @@ def fake_results(root):
     _w(root / "06_compare/comparison.json", {"table": table, "runs": runs, "methods": {}, "benchmarks": {},
                                              "seeds": [0, 1, 2], "excluded_bfcl_ids": {"bfcl": 8},
                                              "provenance": PROV})
+    _w(root / "07_ablations/ablations.json", fake_ablations())
     return root
+
+
+ABL_SUCCESS = {"parl_mt": 0.45, "no_pag_rl": 0.5, "context_full_history": 0.2, "no_call_reward": 0.3}
+
+
+def fake_ablations(n_tasks: int = 20) -> dict:
+    """07's ablations.json as ablations.run writes it: eval cells summarised by ablations.summarize (paired
+    differences included), rows with where their checkpoints come from, the budget, missing τ-bench."""
+    from parl_mt_lib import ablations as A
+
+    evals = {}
+    for r, p in ABL_SUCCESS.items():
+        for s in (0, 1, 2):
+            valid = [(i * 7 + s) % n_tasks < round(p * n_tasks) for i in range(n_tasks)]
+            evals[r, "synthetic", s] = {"accuracy": sum(valid) / n_tasks, "correct": sum(valid), "total": n_tasks,
+                                        "tasks": {f"t{i}": {"valid": v, "steps": 3 + (r == "context_full_history"),
+                                                            "prompt_tokens": 300 if "context" in r else 150,
+                                                            "generated_tokens": 90} for i, v in enumerate(valid)}}
+    res = A.summarize(evals, list(ABL_SUCCESS), ["synthetic"], [0, 1, 2], n_boot=2000)
+    rows = [{"row": k, "label": A.ROWS_BY_KEY[k].label, "removes": A.ROWS_BY_KEY[k].removes, "kept": True,
+             **A.row_stages(A.ROWS_BY_KEY[k]),
+             "checkpoint": "trained here (rl/no_call_reward)" if k == "no_call_reward" else "reused results/03_pag_rl",
+             "rl_iterations": None if k == "no_pag_rl" else 24} for k in ABL_SUCCESS]
+    rows.append({"row": "no_augmentation", "label": "PAG w/o augmentation", "kept": False})
+    return {"reference": "parl_mt", "rows": rows, **res, "seeds": [0, 1, 2],
+            "budget": {"budget_s": 600, "estimate_s": 580.0,
+                       "dropped_rows": [{"row": "no_augmentation", "saved_s": 300.0, "reason": "estimate"}]},
+            "missing_benchmarks": {"tau2_airline": "not available here"}, "provenance": PROV}
 
 
 @pytest.fixture
@@ -151,6 +180,13 @@ def test_generation_is_deterministic_and_reads_every_table(results, tmp_path):
     assert "| synthetic (20 items) |" in body and "| PARL-MT − SFT-PAG | what PAG-RL adds to SFT-PAG | synthetic | 20 |" in body
     assert "git 0123456-dirty, Linux-6.1-x86_64-with-glibc2.36, 2 CPUs, 2026-11-24" in body
     assert "Excluded from BFCL as hold-out training ids: 8 from bfcl." in body
+    # 07: success per row, the paired difference to full PARL-MT, steps and tokens per task, sources, budget
+    assert "| full PARL-MT | 0.45 [0.45, 0.45] | reference | 3.0 | 150 | 90 | 3 |" in body
+    assert "| PARL-MT, full-history context | 0.20 [0.20, 0.20] | −0.25 [" not in body   # ASCII minus, signed
+    assert "| PARL-MT, full-history context | 0.20 [0.20, 0.20] | -0.25 [" in body and "| 4.0 | 300 | 90 | 3 |" in body
+    assert "- PAG-RL w/o call reward: trained here (rl/no_call_reward) (24 RL iterations)" in body
+    assert "Dropped for the budget (whole rows, never seeds): PAG w/o augmentation (~300 s)." in body
+    assert "Not evaluated: tau2_airline (not available here)." in body
     for rel in tables.INPUTS.values():
         assert f"from `results/{rel}`" in body                     # every table names its run
 
@@ -182,6 +218,15 @@ def test_write_then_check_and_stale_block_detected(results, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out == diffs
 
+    # so is a rerun of the ablations (07) that moved one row
+    tables.write_readme(readme, results)
+    a = json.loads((results / "07_ablations/ablations.json").read_text())
+    next(t for t in a["table"] if t["row"] == "no_pag_rl")["mean"] = 0.55
+    (results / "07_ablations/ablations.json").write_text(json.dumps(a))
+    diffs = tables.check_readme(readme, results)
+    assert len(diffs) == 2 and "| w/o PAG-RL (SFT-PAG) | 0.50 [" in diffs[0] and "| 0.55 [" in diffs[1]
+    tables.write_readme(readme, results)
+
     # a hand edit inside the block is caught too
     tables.write_readme(readme, results)
     readme.write_text(readme.read_text().replace("0.49 [", "0.52 ["))
@@ -192,12 +237,15 @@ def test_missing_inputs_are_listed_never_faked(results):
     (results / "03_pag_rl/metrics.json").unlink()
     (results / "04_mt_grpo/iterations.csv").unlink()
     (results / "06_compare/parl_mt/synthetic/seed1/entries.jsonl").unlink()
+    shutil.rmtree(results / "07_ablations")
     body, missing = tables.generate(results)
+    assert "- not run: `results/07_ablations/ablations.json`" in body
     assert "- not run: `results/03_pag_rl/metrics.json`" in body
     assert "- not run: `results/06_compare/parl_mt/synthetic/seed1/entries.jsonl`" in body
     assert "- not run: `results/04_mt_grpo/iterations.csv`" in body
     assert set(missing) == {"results/03_pag_rl/metrics.json", "results/04_mt_grpo/iterations.csv",
-                            "results/06_compare/parl_mt/synthetic/seed1/entries.jsonl"}
+                            "results/06_compare/parl_mt/synthetic/seed1/entries.jsonl",
+                            "results/07_ablations/ablations.json"}
     assert "| PAG-RL |" not in body and "| MT-GRPO | 0 | 10 |" in body   # the rest is still drawn
     assert "| MT-GRPO (full history) |" in body and "PAG-RL (progress context)" not in body
     assert "| SFT-PAG (progress view) | 0.51 [0.38, 0.64] |" in body
