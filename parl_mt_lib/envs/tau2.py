@@ -6,7 +6,7 @@ tasks, train/test splits, the domain policy, the tools and their database all co
 
 * **Task** (:class:`Tau2Task`): ``id`` (``tau2_airline_12``), ``category`` (``tau2_airline``), ``functions`` (the
   domain toolkit's tool docs as BFCL-like ``{"name", "description", "parameters"}`` JSON schemas), ``instructions``
-  (the domain policy, appended to the system prompt by the context builders), ``gold_calls`` (tau2's gold actions,
+  (tau2's own agent prompt with the domain policy, appended to the system prompt by the context builders), ``gold_calls`` (tau2's gold actions,
   one list per turn of the scripted user: the reads before the first write, then each write with the reads after
   it), ``gold_replies`` (what an oracle tells the user at the end of each turn: a confirmation request naming the
   next write, and at the end the task's ``communicate_info``), the user's scenario text, and ``user`` — the user
@@ -37,8 +37,8 @@ tasks, train/test splits, the domain policy, the tools and their database all co
 Example:
     >>> from parl_mt_lib.rollout import run_episodes
     >>> (task,) = load_tasks("airline", "test", limit=1)
-    >>> task.id, task.category, task.user, len(task.functions), task.instructions[:16]
-    ('tau2_airline_2', 'tau2_airline', 'scripted', 14, '# Airline Agent ')
+    >>> task.id, task.category, task.user, len(task.functions), task.instructions[:47]
+    ('tau2_airline_2', 'tau2_airline', 'scripted', 14, '<instructions>\\nYou are a customer service agent')
     >>> (ep,) = run_episodes(Tau2OraclePolicy(), [task], progress=False)
     >>> get_benchmark("tau2_airline").score(task, ep).valid, ep.user.end_reason
     (True, 'user_stop')
@@ -135,7 +135,19 @@ def _toolkit(domain: str) -> dict:
         order[fn["name"]] = list(fn["parameters"].get("properties", {}))
     writes = frozenset(n for n in env.tools.tools if env.tools.tool_type(n) == ToolType.WRITE)
     return {"functions": docs, "param_order": order, "writes": writes, "policy": env.get_policy(),
-            "names": frozenset(order)}
+            "instructions": agent_instructions(env.get_policy()), "names": frozenset(order)}
+
+
+REPLY_RULE = ("Here a tool call is written in the function-call format given above; any other text is your message "
+              "to the user, and it ends your turn.")
+
+
+def agent_instructions(policy: str) -> str:
+    """tau2's own agent system prompt (``tau2.agent.llm_agent``: its instruction + the domain policy) with one added
+    sentence on how calls and messages to the user are told apart in our call format."""
+    from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
+
+    return SYSTEM_PROMPT.format(agent_instruction=AGENT_INSTRUCTION + "\n" + REPLY_RULE, domain_policy=policy)
 
 
 @contextmanager
@@ -255,7 +267,7 @@ def make_task(domain: str, tau2_id: str, *, user: str = "scripted", user_options
     info = list(crit.communicate_info or []) if crit else []
     split = next((s for s in SPLITS if raw.id in splits(domain).get(s, [])), "none")
     return Tau2Task(id=f"tau2_{domain}_{raw.id}", domain=domain, tau2_id=raw.id, split=split,
-                    functions=kit["functions"], instructions=kit["policy"], scenario=str(raw.user_scenario),
+                    functions=kit["functions"], instructions=kit["instructions"], scenario=str(raw.user_scenario),
                     user_turns=[_opener(raw)] + [CONFIRM] * (len(gold) - 1), gold_calls=gold,
                     gold_replies=_replies(gold, info), communicate_info=info, user=user,
                     user_options=dict(user_options or {}))
