@@ -72,6 +72,8 @@ reproduce: install
 	$(PM) notebooks/03_pag_rl.ipynb $(EXEC)/03_pag_rl.ipynb
 	$(PM) notebooks/04_mt_grpo.ipynb $(EXEC)/04_mt_grpo.ipynb
 	$(PM) notebooks/06_compare.ipynb $(EXEC)/06_compare.ipynb
+	$(PM) notebooks/07_ablations.ipynb $(EXEC)/07_ablations.ipynb
+	$(PM) notebooks/08_figures.ipynb $(EXEC)/08_figures.ipynb
 	$(PY) -m parl_mt_lib.tables --write
 	@echo "done: see results/ (executed notebooks in $(EXEC)) and README's generated tables; throughput benchmarks: make bench"
 
