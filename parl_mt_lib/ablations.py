@@ -266,10 +266,11 @@ def job_cost(job: dict, costs: dict) -> float:
 
 def estimate_wall(jobs: dict, workers: int) -> float:
     """Wall-clock of running ``jobs`` (``{job_id: seconds}``) stage by stage on ``workers`` side by side: per
-    stage (the job id's first part: pag, sft, rl, eval) the larger of total / workers and the longest job."""
+    stage (the job id's part before ``|``, else before the first ``/``) the larger of total / workers and the
+    longest job."""
     by_stage: dict = {}
     for jid, s in jobs.items():
-        by_stage.setdefault(jid.split("/")[0], []).append(s)
+        by_stage.setdefault(jid.split("|")[0] if "|" in jid else jid.split("/")[0], []).append(s)
     return sum(max(sum(v) / max(workers, 1), max(v)) for v in by_stage.values())
 
 
@@ -463,17 +464,17 @@ class Plan:
                     out.append((key, st["cell"], st["card"]["fingerprint"] if st["card"] else None))
         return out
 
-    def cells(self, stage: str, rows=None) -> list:
+    def cells(self, stage: str, rows=None, ready_only: bool = False) -> list:
         """The :class:`~parl_mt_lib.grid.Cell` list of one stage (sft, rl, eval); a cell whose inputs are not
-        trained yet is an error here (run the stages in order, :func:`run`)."""
+        trained yet is an error here (run the stages in order, :func:`run`), or left out with ``ready_only``."""
         from .grid import Cell
 
         fn = {"sft": sft_cell, "rl": rl_cell, "eval": eval_cell}[stage]
         jobs = self._stage_jobs(stage, rows)
         unresolved = [k for k, _, fp in jobs if fp is None]
-        if unresolved:
+        if unresolved and not ready_only:
             raise ConfigError(f"ablation cells {unresolved[:3]} wait for an earlier stage; run the stages in order")
-        return [Cell(k, fn, kw, fp) for k, kw, fp in jobs]
+        return [Cell(k, fn, kw, fp) for k, kw, fp in jobs if fp is not None]
 
     def row_jobs(self, costs: dict) -> dict:
         """Per row, ``{job_id: estimated seconds}`` of the cells it needs that have no result recorded under their
@@ -491,17 +492,19 @@ class Plan:
 
         evals = self.eval_jobs()
         out = {}
-        for row in self.rows:
+        for row in self.rows:  # job ids carry the stage run() runs them in: train (SFT + RL that can start), rl, eval
             js = {}
             for key, kw, fp in self._stage_jobs("sft", [row.key]):
                 if pending(key, fp):
-                    js[key] = job_cost({"kind": "sft", "steps": self.sft[row.key, kw["seed"]]["steps"]}, costs)
+                    js[f"train|{key}"] = job_cost({"kind": "sft", "steps": self.sft[row.key, kw["seed"]]["steps"]},
+                                                  costs)
             for key, kw, fp in self._stage_jobs("rl", [row.key]):
                 if pending(key, fp):
-                    js[key] = job_cost({"kind": "rl", "episodes": self.rl[row.key, kw["seed"]]["episodes"]}, costs)
+                    js[f"{'train' if fp else 'rl'}|{key}"] = job_cost(
+                        {"kind": "rl", "episodes": self.rl[row.key, kw["seed"]]["episodes"]}, costs)
             for key, kw, fp in self._stage_jobs("eval", [row.key]):
                 if pending(key, fp):
-                    js[key] = job_cost({"kind": "eval", "tasks": evals[key]["tasks"]}, costs)
+                    js[f"eval|{key}"] = job_cost({"kind": "eval", "tasks": evals[key]["tasks"]}, costs)
             out[row.key] = js
         return out
 
@@ -580,9 +583,14 @@ def run(planned: dict, pag: dict, *, workers=None, threads: int = 2, progress: b
     p: Plan = planned["plan"]
     kept = planned["kept"]
     ran, reused, walls = [], [], {}
-    for stage in ("sft", "rl", "eval"):
+    # train: every SFT cell and the RL cells whose starting checkpoint exists, side by side (longest first);
+    # rl: the RL cells that start from this run's SFT; eval: everything evaluated
+    for stage in ("train", "rl", "eval"):
         p.resolve()  # the previous stage's checkpoints now exist: their fingerprints are known
-        cells = p.cells(stage, kept)
+        if stage == "train":
+            cells = p.cells("sft", kept) + p.cells("rl", kept, ready_only=True)
+        else:
+            cells = p.cells(stage, kept)
         if not cells:
             continue
         t = time.time()

@@ -52,6 +52,7 @@ def test_select_rows_drops_whole_rows_lowest_priority_first_and_never_the_refere
                                                                   "no_pag_rl"]
     # two workers: a stage's jobs share the cores, the longest job bounds it from below
     assert A.estimate_wall({"sft/a": 200.0, "sft/b": 200.0, "sft/c": 200.0, "eval/x": 4.0}, 2) == 304.0
+    assert A.estimate_wall({"train|sft/a": 200.0, "train|rl/b": 100.0, "train|rl/c": 100.0, "rl|rl/d": 50.0}, 2) == 250.0
 
 
 def test_measured_costs_come_from_recorded_cells(tmp_path):
@@ -157,8 +158,12 @@ def test_plan_reuses_what_equals_an_existing_run_and_trains_the_rest(fake_runs):
     with pytest.raises(ConfigError, match="wait for an earlier stage"):
         p.cells("rl", ["no_augmentation"])
     jobs = p.row_jobs(A.DEFAULT_COSTS)
-    assert set(jobs["no_augmentation"]) >= {"sft/no_augmentation/seed0", "rl/no_augmentation/seed2"}
-    assert not any(k.startswith(("sft/", "rl/")) for k in jobs["parl_mt"])
+    # SFT and the RL that can start train side by side; RL from this run's SFT waits for it
+    assert set(jobs["no_augmentation"]) >= {"train|sft/no_augmentation/seed0", "rl|rl/no_augmentation/seed2"}
+    assert "train|rl/no_call_reward/seed1" in jobs["no_call_reward"]
+    assert not any(k.startswith(("train|", "rl|")) for k in jobs["parl_mt"])
+    assert [c.key for c in p.cells("rl", ["no_call_reward", "no_augmentation"], ready_only=True)] == \
+        [f"rl/no_call_reward/seed{s}" for s in (0, 1, 2)]
     # rows that play the same checkpoint in the same context share one evaluation
     p.eval_jobs()
     assert p.eval_key["no_verification", "synthetic", 1] == p.eval_key["parl_mt", "synthetic", 1] == \
