@@ -233,16 +233,22 @@ def main_table(runs: list[dict], comp: dict | None) -> "pd.DataFrame":
             ci, kind = _interval(accs, sum(r.get("correct", 0) for r in rs), sum(r.get("total", 0) for r in rs))
             name = "BFCL overall" if is_bfcl else ("held-out synthetic" if b == "synthetic" else _bench_label(b))
             rows.append(_cell(m, name, accs, ci, kind, rs[0].get("total")))
-            for r in rs[:1]:
-                ks = (r.get("metrics") or {}).get("pass^k") or {}
-                for k in sorted(ks, key=lambda x: int(x)):
-                    vals = [((x.get("metrics") or {}).get("pass^k") or {}).get(k) for x in rs]
-                    vals = [v for v in vals if v is not None]
-                    ci = _interval(vals, 0, 0)[0] if len(vals) > 1 else \
-                        ((r.get("metrics") or {}).get("pass^k_ci95") or {}).get(k)
-                    rows.append(_cell(m, f"{_bench_label(b)} pass^{k}", vals, ci, "t over seeds" if len(vals) > 1
-                                      else "Wilson over tasks", r.get("total")))
+            hats = [_pass_hat(r) for r in rs]  # τ-bench runs: pass^k over the run's trials (evaluate_tau2)
+            for k in sorted((hats[0].get("pass^k") or {}), key=int):
+                vals = [h["pass^k"][k] for h in hats if (h.get("pass^k") or {}).get(k) is not None]
+                ci, kind = (_interval(vals, 0, 0)[0], "t over seeds") if len(vals) > 1 else \
+                    ((hats[0].get("ci95") or {}).get(k), "Wilson over tasks")
+                rows.append(_cell(m, f"{_bench_label(b)} pass^{k}", vals, ci, kind, hats[0].get("n_tasks")))
     return pd.DataFrame(rows)
+
+
+def _pass_hat(run: dict) -> dict:
+    """``metrics["tau2"]["pass_hat_k"]`` of a τ-bench run (:func:`parl_mt_lib.envs.tau2.pass_hat_k`), or ``{}``."""
+    return (((run.get("metrics") or {}).get("tau2") or {}).get("pass_hat_k")) or {}
+
+
+def _scripted_tau(runs) -> bool:
+    return any(((r.get("metrics") or {}).get("tau2") or {}).get("comparable") is False for r in runs)
 
 
 def _bench_label(b: str) -> str:
@@ -301,7 +307,8 @@ def build_main_table(inp: Inputs, out: Path, runs, comp) -> list[str]:
     seeds = sorted({int(n) for n in long["n_seeds"]})
     tau = [c for c in long["column"].unique() if c.startswith("τ-bench")]
     cap = ("Task success, mean over training seeds [95% interval: t over seeds; Wilson over items for one run]. "
-           f"Seeds per method: {', '.join(map(str, seeds))}." + ("" if tau else " τ-bench: not run."))
+           f"Seeds per method: {', '.join(map(str, seeds))}." + ("" if tau else " τ-bench: not run.")
+           + (" τ-bench with the scripted user: not comparable to published numbers." if _scripted_tau(runs) else ""))
     atomic_write_text(out / "main_table.tex", to_latex(wide, cap, "tab:main"))
     draw_table_heatmap(long, out / "main_table.png", "Task success by method and benchmark [95% interval]")
     return ["main_table.csv", "main_table.tex", "main_table.png"]

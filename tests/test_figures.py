@@ -139,3 +139,34 @@ def test_latex_is_escaped_booktabs():
     assert tex.count("\\toprule") == 1 and "\\&" in tex and "50\\%" in tex and "$\\Delta$" in tex
     assert "pass\\textasciicircum 1" in tex and "—" not in tex and "\\caption{A \\& B}" in tex
     assert "95\\% interval" in figures.to_latex(pd.DataFrame({"a": [1]}), "[95% interval]", "tab:u")
+
+
+def test_tau_bench_rows_are_picked_up_when_06_has_them(results):
+    """τ-bench runs in 06 (benchmark tau2_airline; evaluate_tau2's metrics with pass^k over trials) become main
+    table columns, success and pass^k with intervals, and the table says the scripted user is not comparable."""
+    comp = json.loads((results / "06_compare/comparison.json").read_text())
+    for m, p in (("sft_pag", 0.4), ("parl_mt", 0.2)):
+        for s in (0, 1, 2):
+            d = results / "06_compare" / m / "tau2_airline" / f"seed{s}"
+            ok = [i < round(p * 5) + s % 2 for i in range(5)]
+            rows = [{"seed": t, "id": f"tau2_airline_{i}", "category": "tau2_airline", "valid": v and t == 0,
+                     "n_steps": 4, "prompt_tokens": [200] * 4, "completion_tokens": [20] * 4}
+                    for t in range(2) for i, v in enumerate(ok)]
+            d.mkdir(parents=True)
+            (d / "entries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            hat = {"pass^k": {"1": sum(ok) / 10, "2": 0.0}, "ci95": {"1": [0.0, 0.5], "2": [0.0, 0.3]}, "n_tasks": 5}
+            _w(d / "metrics.json", {**summarize(rows, ["tau2_airline"], [0, 1]), "provenance": PROV,
+                                    "tau2": {"pass_hat_k": hat, "comparable": False}})
+            comp["runs"].append({"method": m, "benchmark": "tau2_airline", "seed": s, "accuracy": sum(ok) / 10,
+                                 "correct": sum(ok), "total": 10})
+    (results / "06_compare/comparison.json").write_text(json.dumps(comp))
+    m = figures.make_figures(results)
+    assert not any(x.startswith("τ-bench rows") for x in m["missing"])
+    import pandas as pd
+
+    main = pd.read_csv(results / "figures/main_table.csv")
+    cols = set(main.column)
+    assert {"τ-bench airline", "τ-bench airline pass^1", "τ-bench airline pass^2"} <= cols
+    p1 = main[(main.method == "parl_mt") & (main.column == "τ-bench airline pass^1")].iloc[0]
+    assert p1["n_seeds"] == 3 and p1["mean"] == pytest.approx((0.1 + 0.2 + 0.1) / 3)
+    assert "not comparable to published numbers" in (results / "figures/main_table.tex").read_text()
