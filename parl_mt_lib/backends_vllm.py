@@ -255,11 +255,16 @@ class VLLMBackend:
             config = json.loads((Path(model_path) / "config.json").read_text())
             self.max_model_len = max_model_len or config.get("max_position_embeddings") or 4096
             rank = _lora_rank(model) if self.lora else None
+            import torch
+
+            gpu = torch.cuda.is_available()
+            if gpu and gpu_memory_utilization is None:  # one GPU shared with the trainer (recipes/README.md)
+                gpu_memory_utilization = float(os.environ.get("PARL_MT_VLLM_GPU_MEMORY", "0.45"))
             self.server = VLLMServer(model_path, served_name=served_model, dtype=dtype or "auto",
                                      max_model_len=self.max_model_len, lora_rank=rank, kv_cache_gib=kv_cache_gib,
                                      gpu_memory_utilization=gpu_memory_utilization, seed=seed,
                                      tensor_parallel_size=tensor_parallel_size, enable_sleep_mode=enable_sleep_mode,
-                                     threads=threads, extra_args=server_args)
+                                     threads=threads, enforce_eager=not gpu, extra_args=server_args)
             self.url, self.model_name = self.server.url, served_model
             self.startup_s = self.server.startup_s
         self.reseed(seed)
