@@ -221,22 +221,25 @@ class VLLMBackend:
 
     def __init__(self, tokenizer=None, *, model=None, model_path: str | None = None, base_url: str | None = None,
                  served_model: str = "policy", max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int = 0, style: str = "python", name: str = "vllm",
+                 top_p: float = 1.0, seed: int = 0, style: str = "python", name: str | None = None,
                  keep_tokens: bool = False, max_model_len: int | None = None, dtype: str | None = None,
                  kv_cache_gib: int | None = None, gpu_memory_utilization: float | None = None,
                  tensor_parallel_size: int = 1, enable_sleep_mode: bool = False, threads: int | None = None,
                  max_concurrency: int = 256, timeout: float = 1800.0, server_args=()):
         if sum(x is not None for x in (model, model_path, base_url)) != 1:
             raise ConfigError("rollout_backend 'vllm' needs exactly one of model=, model_path= or base_url=")
+        if model_path is not None:
+            from .models import resolve_model_path
+
+            model_path = resolve_model_path(model_path)  # "toy", a directory
         if tokenizer is None and model_path is not None:
             from transformers import AutoTokenizer
 
-            from .models import resolve_model_path
-
-            model_path = resolve_model_path(model_path)
             tokenizer = AutoTokenizer.from_pretrained(model_path)
         if tokenizer is None:
             raise ConfigError("rollout_backend 'vllm' needs the tokenizer that renders the prompts")
+        # evaluate() knows an in-memory policy by its name: name the weights it serves
+        name = name or f"vllm:{model_path or base_url or 'trainer-model'}"
         self.tok, self.style, self.name, self.keep_tokens = tokenizer, style, name, keep_tokens
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.max_concurrency, self.timeout = max_concurrency, timeout
