@@ -124,9 +124,46 @@ class _Gap:
         if d.numel():
             self.sum, self.n, self.max = self.sum + float(d.sum()), self.n + d.numel(), max(self.max, float(d.max()))
 
-    def row(self) -> dict:
+    def row(self, dist=None) -> dict:
+        if dist is not None:  # over every rank's samples
+            self.sum, self.n = _reduce(dist, [self.sum, self.n])
+            (self.max,) = _reduce(dist, [self.max], "max")
         return {"logprob_gap_mean": self.sum / self.n if self.n else None,
                 "logprob_gap_max": self.max if self.n else None}
+
+
+def distributed():
+    """``torch.distributed`` when a process group of more than one rank is up (``accelerate launch`` + an
+    ``Accelerator``, or ``torchrun``), else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def _reduce(dist, values: list, op: str = "sum") -> list:
+    import torch
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
+    return t.tolist()
+
+
+def _all_reduce_grads(dist, params: list) -> None:
+    """Sum every rank's gradients (one flat buffer). Hand-written rather than DDP: each rank's loss is already
+    normalised by the *global* completion-token count, so gradients must add up, where DDP averages; ranks may
+    hold different numbers of micro-batches (DDP syncs per backward and would hang); the model stays unwrapped,
+    so the same ``update`` runs in one process."""
+    import torch
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    k = 0
+    for p in params:
+        p.grad.copy_(flat[k:k + p.numel()].view_as(p))
+        k += p.numel()
 
 
 def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int, ref: Reference | None, *,
@@ -146,6 +183,11 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     a skipped update (every advantage 0, no KL term) still runs a no-grad forward pass to measure it.
     ``logps_fn(model, ids, attn, comp, temperature)`` computes the log-probs (default
     :func:`~.grpo.completion_logps`; ``make bench`` times the old full-logits one through it).
+
+    Data-parallel (a process group is up, :func:`distributed`: ``accelerate launch`` with
+    ``recipes/accelerate/*.yaml``): each rank passes its own share of the samples; the loss is normalised by the
+    global token count and the gradients are summed across ranks before clipping, so every rank takes the step
+    one process would take on all the samples (``tests/test_scaleout.py``); the returned statistics are global.
     """
     import torch
 
@@ -157,15 +199,20 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     mbs = [samples[i:i + recipe.micro_batch_size] for i in range(0, len(samples), recipe.micro_batch_size)]
     batches = [pad_batch(mb, pad_id, model.device) for mb in mbs]
     sampled = [sampler_logps(mb, comp) for mb, (_, _, comp) in zip(mbs, batches)]
-    gap = _Gap()
-    if all(s["advantage"] == 0 for s in samples) and (ref is None or recipe.beta == 0):
+    gap, dist = _Gap(), distributed()
+    zero = all(s["advantage"] == 0 for s in samples)
+    if dist is not None:  # skip only when every rank would
+        (zero,) = _reduce(dist, [zero], "min")
+    if zero and (ref is None or recipe.beta == 0):
         with torch.no_grad():
             for (ids, attn, comp), (lp, has) in zip(batches, sampled):
                 if has.any():
                     gap.add(logps_fn(model, ids, attn, comp, T), lp, has, comp)
-        return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": True, **gap.row(),
-                **_is_row([])}
+        return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": True, **gap.row(dist),
+                **_is_row([], dist)}
     n_tokens = sum(len(s["completion_ids"]) for s in samples)
+    if dist is not None:
+        (n_tokens,) = _reduce(dist, [n_tokens])
     advs = [torch.tensor([s["advantage"] for s in mb], device=model.device) for mb in mbs]
     refs = [ref.logps(model, ids, attn, comp, T) if ref is not None else None for ids, attn, comp in batches]
     olds, isw, is_seen = [None] * len(batches), [None] * len(batches), []
@@ -188,23 +235,33 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
             tot["loss"] += float(loss.detach())
             for k in ("kl_sum", "clipped_sum", "tokens"):
                 tot[k] += st[k]
+        if dist is not None:  # each rank's loss is over the global token count: the gradients add up
+            _all_reduce_grads(dist, trainable_parameters(model))
         gn = torch.nn.utils.clip_grad_norm_(trainable_parameters(model), recipe.max_grad_norm)
         optimizer.step()
     model.eval()
     u = recipe.updates_per_iteration
+    if dist is not None:
+        keys = ("loss", "kl_sum", "clipped_sum", "tokens")
+        tot.update(zip(keys, _reduce(dist, [tot[k] for k in keys])))
     return {"loss": tot["loss"] / u, "kl": tot["kl_sum"] / max(tot["tokens"], 1),
             "clip_frac": tot["clipped_sum"] / max(tot["tokens"], 1), "grad_norm": float(gn), "skipped": False,
-            **gap.row(), **_is_row(is_seen)}
+            **gap.row(dist), **_is_row(is_seen, dist)}
 
 
-def _is_row(weights: list) -> dict:
+def _is_row(weights: list, dist=None) -> dict:
     """Mean / min / max importance weight over the tokens that carry sampler log-probs (None when none do)."""
     import torch
 
-    w = torch.cat(weights) if weights else None
-    if w is None or not w.numel():
+    w = torch.cat(weights) if weights else torch.zeros(0)
+    total, n = float(w.sum()), w.numel()
+    lo, hi = (float(w.min()), float(w.max())) if n else (float("inf"), float("-inf"))
+    if dist is not None:
+        total, n = _reduce(dist, [total, n])
+        (lo,), (hi,) = _reduce(dist, [lo], "min"), _reduce(dist, [hi], "max")
+    if not n:
         return {"is_weight_mean": None, "is_weight_min": None, "is_weight_max": None}
-    return {"is_weight_mean": float(w.mean()), "is_weight_min": float(w.min()), "is_weight_max": float(w.max())}
+    return {"is_weight_mean": total / n, "is_weight_min": lo, "is_weight_max": hi}
 
 
 def last_rl_checkpoint(out_dir) -> Path | None:
