@@ -271,7 +271,7 @@ def test_rl_tasks_never_touch_evaluation_entries(pag_dir, toy_path):
     ({"top_p": 0.8}, "top_p 0.8 is not modelled"),
     ({"temperature": 0.0}, "temperature must be > 0"),
     ({"lora": True, "lora_dropout": 0.05}, "lora_dropout 0.05"),
-    ({"rollout_backend": "oracle"}, "rollout_backend must be one of ['hf']"),
+    ({"rollout_backend": "oracle"}, "rollout_backend must be one of ['hf', 'vllm']"),
     ({"rollout_backend": "nope"}, "rollout_backend must be one of"),
 ])
 def test_recipe_refuses_sampling_the_trainer_does_not_model(override, msg):
