@@ -123,6 +123,15 @@ def test_oracle_scores_1_on_every_test_task_and_tau2_agrees_on_each_record():
             assert direct_success(ep.task, bench.record(ep.task, ep).model_dump_json()) is True, ep.task.id
 
 
+def test_do_nothing_floor_is_what_tau2_gives_an_idle_agent():
+    """retail 12's gold write fails in tau2 (so doing nothing passes); airline 6 is a refusal; the others need work."""
+    tasks = T.load_tasks("retail", "test", ids=["12", "5"]) + T.load_tasks("airline", "test", ids=["6", "2"])
+    eps = run_episodes(ScriptedPolicy(lambda r: ""), tasks, progress=False)
+    got = {ep.task.id: T.BENCHMARKS[ep.task.domain].score(ep.task, ep).valid for ep in eps}
+    assert got == {t.id: T.do_nothing_passes(t) for t in tasks}
+    assert got == {"tau2_retail_12": True, "tau2_retail_5": False, "tau2_airline_6": True, "tau2_airline_2": False}
+
+
 # ---------------------------------------------------------------- perturbed trajectories: ours vs tau2 directly
 
 

@@ -944,14 +944,33 @@ def evaluate_tau2(domain: str, policy="oracle", *, split: str = "test", user: st
 
 
 def do_nothing_passes(task: Tau2Task) -> bool:
-    """Whether an agent that changes nothing and tells nothing passes: the gold actions write nothing and there
-    is nothing to communicate (τ-bench's refusal tasks). The fraction of such tasks is the floor of any score.
+    """Whether an agent that changes nothing and tells nothing passes: the gold actions leave the database as it was
+    (they write nothing, or their writes fail, as in tau2's own gold replay) and there is nothing to communicate.
+    The fraction of such tasks is the floor of any score.
 
     >>> sum(do_nothing_passes(t) for t in load_tasks("airline", "test")), len(load_tasks("airline", "test"))
     (6, 20)
     """
-    writes = _toolkit(task.domain)["writes"]
-    return not task.communicate_info and not any(c.name in writes for turn in task.gold_calls for c in turn)
+    return not task.communicate_info and not _gold_changes_db(task.domain, task.tau2_id)
+
+
+@functools.lru_cache(maxsize=None)
+def _pristine_hash(domain: str) -> str:
+    return fresh_environment(domain).get_db_hash()
+
+
+@functools.lru_cache(maxsize=None)
+def _gold_changes_db(domain: str, tau2_id: str) -> bool:
+    """Replay the gold actions as tau2's evaluator does (a failing action is skipped) and compare database hashes."""
+    crit = _raw_tasks(domain)[tau2_id].evaluation_criteria
+    with _gc_paused():
+        env = fresh_environment(domain)
+        for a in (crit.actions or []) if crit else []:
+            try:
+                env.make_tool_call(a.name, requestor=a.requestor, **a.arguments)
+            except Exception:  # noqa: BLE001  (tau2's evaluator logs and skips a failing gold action too)
+                pass
+        return env.get_db_hash() != _pristine_hash(domain)
 
 
 def transcript(run, width: int = 160) -> list[dict]:
