@@ -84,10 +84,18 @@ ROWS_BY_KEY = {r.key: r for r in ROWS}
 SFT_SAME = ("data",)
 RL_SAME = ("init", "data", "eval_every", "eval_tasks", "save_every")
 
-# seconds per unit, one of two single-thread workers side by side on the 2-core CPU (measured 2026-11-25 on the
-# toy; :func:`measured_costs` replaces them with what this results directory recorded)
-DEFAULT_COSTS = {"pag_s": 15.0, "sft_s_per_step": 0.16, "sft_overhead_s": 12.0, "rl_s_per_episode": 0.09,
-                 "rl_overhead_s": 8.0, "eval_s_per_task": 0.6, "eval_overhead_s": 4.0}
+# seconds per unit for one of two single-thread workers side by side on the 2-core CPU: measured 2026-11-25 on the
+# toy (make reproduce's 02-04 results, every row of 07; a shared machine, so on the slow side). RL and evaluation
+# cost differ by row and benchmark (MT-GRPO from SFT-PAG writes summary + plan into a growing history; a policy
+# without the call reward writes longer); :func:`measured_costs` replaces them with what a results directory recorded
+DEFAULT_COSTS = {"pag_s": 22.0, "sft_s_per_step": 0.2, "sft_overhead_s": 8.0,
+                 "rl_s_per_episode": 0.07, "rl_overhead_s": 8.0,
+                 "rl_s_per_episode_by_row": {"parl_mt": 0.05, "no_pag_data": 0.037, "pag_mt_grpo": 0.124,
+                                             "no_format_reward": 0.041, "no_call_reward": 0.131,
+                                             "no_efficiency_reward": 0.072, "no_verification": 0.05,
+                                             "no_augmentation": 0.074},
+                 "eval_s_per_task": 0.16, "eval_overhead_s": 2.0,
+                 "eval_s_per_task_by_benchmark": {"synthetic": 0.17, "bfcl": 0.13}}
 
 
 def row_stages(row: Ablation) -> dict:
@@ -221,36 +229,50 @@ def eval_cell(policy: str, context: str, seed: int, benchmark: str, bench: dict,
 
 def measured_costs(out_dir=None, defaults: dict | None = None) -> dict:
     """Seconds per unit of each cell kind: ``defaults`` (:data:`DEFAULT_COSTS`), replaced by the median rate of
-    the cells an earlier run recorded in ``out_dir/cells.json`` (their ``wall_s``), where there are any."""
+    the cells an earlier run recorded in ``out_dir/cells.json`` (their ``wall_s``), where there are any: overall,
+    per RL row (``rl/<row>/seedN``) and per benchmark."""
+    import copy
     import statistics
 
-    costs = dict(DEFAULT_COSTS if defaults is None else defaults)
+    costs = copy.deepcopy(DEFAULT_COSTS if defaults is None else defaults)
     path = repo_path(out_dir) / "cells.json" if out_dir is not None else None
     if path is None or not path.exists():
         return costs
     try:
-        cells = [c for c in json.loads(path.read_text()).values() if isinstance(c, dict) and c.get("wall_s")]
+        cells = {k: c for k, c in json.loads(path.read_text()).items() if isinstance(c, dict) and c.get("wall_s")}
     except json.JSONDecodeError:
         return costs
 
-    def rate(kind, unit, overhead):
-        xs = [(c["wall_s"] - costs[overhead]) / c[unit] for c in cells if c.get("kind") == kind and c.get(unit)]
-        return max(statistics.median(xs), 0.0) if xs else None
+    def rates(kind, unit, overhead, group=None):
+        out: dict = {}
+        for k, c in cells.items():
+            if c.get("kind") == kind and c.get(unit):
+                g = group(k, c) if group else None
+                out.setdefault(g, []).append(max((c["wall_s"] - costs[overhead]) / c[unit], 0.0))
+        return {g: round(statistics.median(v), 4) for g, v in out.items()}
 
-    pag = [c["wall_s"] for c in cells if c.get("kind") == "pag"]
-    found = {"pag_s": statistics.median(pag) if pag else None,
-             "sft_s_per_step": rate("sft", "global_step", "sft_overhead_s"),
-             "rl_s_per_episode": rate("rl", "episodes", "rl_overhead_s"),
-             "eval_s_per_task": rate("eval", "total", "eval_overhead_s")}
-    costs.update({k: round(v, 4) for k, v in found.items() if v is not None})
+    pag = [c["wall_s"] for c in cells.values() if c.get("kind") == "pag"]
+    if pag:
+        costs["pag_s"] = statistics.median(pag)
+    for kind, unit, key in (("sft", "global_step", "sft_s_per_step"), ("rl", "episodes", "rl_s_per_episode"),
+                            ("eval", "total", "eval_s_per_task")):
+        r = rates(kind, unit, key.split("_s_per")[0] + "_overhead_s")
+        if None in r:
+            costs[key] = r[None]
+    costs["rl_s_per_episode_by_row"].update(rates("rl", "episodes", "rl_overhead_s", lambda k, c: k.split("/")[1]))
+    costs["eval_s_per_task_by_benchmark"].update(
+        rates("eval", "total", "eval_overhead_s", lambda k, c: c.get("benchmark")))
     return costs
 
 
 def job_cost(job: dict, costs: dict) -> float:
-    """Estimated seconds of one pending job (``{"kind", ...sizes}``) under ``costs``.
+    """Estimated seconds of one pending job (``{"kind", sizes, "row" / "benchmark" for RL / eval}``) under
+    ``costs`` (a row's or benchmark's own rate where ``costs`` has one).
 
     >>> job_cost({"kind": "sft", "steps": 100}, {**DEFAULT_COSTS, "sft_s_per_step": 0.1, "sft_overhead_s": 5})
     15.0
+    >>> job_cost({"kind": "eval", "tasks": 10, "benchmark": "bfcl"}, DEFAULT_COSTS)
+    3.3
     """
     k = job["kind"]
     if k == "pag":
@@ -258,9 +280,11 @@ def job_cost(job: dict, costs: dict) -> float:
     if k == "sft":
         return costs["sft_overhead_s"] + costs["sft_s_per_step"] * job["steps"]
     if k == "rl":
-        return costs["rl_overhead_s"] + costs["rl_s_per_episode"] * job["episodes"]
+        rate = (costs.get("rl_s_per_episode_by_row") or {}).get(job.get("row"), costs["rl_s_per_episode"])
+        return costs["rl_overhead_s"] + rate * job["episodes"]
     if k == "eval":
-        return costs["eval_overhead_s"] + costs["eval_s_per_task"] * job["tasks"]
+        rate = (costs.get("eval_s_per_task_by_benchmark") or {}).get(job.get("benchmark"), costs["eval_s_per_task"])
+        return round(costs["eval_overhead_s"] + rate * job["tasks"], 4)
     raise ConfigError(f"unknown job kind {k!r}")
 
 
@@ -297,7 +321,10 @@ def select_rows(row_jobs: dict, budget_s: float | None, workers: int = 2, priori
         if now <= budget_s:
             break
         rest = [k for k in kept if k != r]
-        dropped.append({"row": r, "saved_s": round(now - total(rest), 1),
+        saved = now - total(rest)
+        if saved <= 0:  # a row that costs nothing here (its cells are reused or shared) stays
+            continue
+        dropped.append({"row": r, "saved_s": round(saved, 1),
                         "reason": f"estimate {now:.0f} s > budget {budget_s:.0f} s"})
         kept = rest
     return kept, dropped
@@ -501,10 +528,12 @@ class Plan:
             for key, kw, fp in self._stage_jobs("rl", [row.key]):
                 if pending(key, fp):
                     js[f"{'train' if fp else 'rl'}|{key}"] = job_cost(
-                        {"kind": "rl", "episodes": self.rl[row.key, kw["seed"]]["episodes"]}, costs)
+                        {"kind": "rl", "episodes": self.rl[row.key, kw["seed"]]["episodes"],
+                         "row": key.split("/")[1]}, costs)
             for key, kw, fp in self._stage_jobs("eval", [row.key]):
                 if pending(key, fp):
-                    js[f"eval|{key}"] = job_cost({"kind": "eval", "tasks": evals[key]["tasks"]}, costs)
+                    js[f"eval|{key}"] = job_cost({"kind": "eval", "tasks": evals[key]["tasks"],
+                                                  "benchmark": kw["benchmark"]}, costs)
             out[row.key] = js
         return out
 
@@ -596,7 +625,7 @@ def run(planned: dict, pag: dict, *, workers=None, threads: int = 2, progress: b
         t = time.time()
         g = run_grid(cells, p.root, workers=workers, threads=threads, progress=progress, desc=f"ablations {stage}")
         ran += g["ran"]
-        reused += g["reused"]
+        reused += [k for k in g["reused"] if k not in ran]  # not the train stage's RL cells seen again
         walls[stage] = round(time.time() - t, 1)
 
     recorded = json.loads((p.root / "cells.json").read_text())

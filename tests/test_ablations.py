@@ -41,15 +41,16 @@ def test_select_rows_drops_whole_rows_lowest_priority_first_and_never_the_refere
     jobs = {"parl_mt": {**shared, "rl/parl_mt/seed0": 100.0},
             "no_pag_rl": {"eval/no_pag_rl/syn/seed0": 10.0},
             "context_full_history": {**shared, "eval/context_full_history/syn/seed0": 10.0},  # shares ref's cell
+            "no_verification": {**shared},                                # its data equal the reference's
             "no_augmentation": {f"sft/no_augmentation/seed{s}": 200.0 for s in range(3)}}
     kept, dropped = A.select_rows(jobs, budget_s=None, workers=1)
     assert kept == list(jobs) and dropped == []
     kept, dropped = A.select_rows(jobs, budget_s=150, workers=1)
-    assert kept == ["parl_mt", "no_pag_rl", "context_full_history"]         # 600 s of SFT went as one row
+    assert kept == ["parl_mt", "no_pag_rl", "context_full_history", "no_verification"]  # 600 s of SFT: one row
     assert [d["row"] for d in dropped] == ["no_augmentation"] and dropped[0]["saved_s"] == 600.0
     kept, dropped = A.select_rows(jobs, budget_s=1, workers=1)
-    assert kept == ["parl_mt"] and [d["row"] for d in dropped] == ["no_augmentation", "context_full_history",
-                                                                  "no_pag_rl"]
+    assert kept == ["parl_mt", "no_verification"]        # costs nothing beyond the reference's cells: stays
+    assert [d["row"] for d in dropped] == ["no_augmentation", "context_full_history", "no_pag_rl"]
     # two workers: a stage's jobs share the cores, the longest job bounds it from below
     assert A.estimate_wall({"sft/a": 200.0, "sft/b": 200.0, "sft/c": 200.0, "eval/x": 4.0}, 2) == 304.0
     assert A.estimate_wall({"train|sft/a": 200.0, "train|rl/b": 100.0, "train|rl/c": 100.0, "rl|rl/d": 50.0}, 2) == 250.0
@@ -60,12 +61,41 @@ def test_measured_costs_come_from_recorded_cells(tmp_path):
     d = A.DEFAULT_COSTS
     cells = {"sft/a/seed0": {"kind": "sft", "global_step": 100, "wall_s": d["sft_overhead_s"] + 30.0},
              "sft/a/seed1": {"kind": "sft", "global_step": 100, "wall_s": d["sft_overhead_s"] + 50.0},
-             "rl/b/seed0": {"kind": "rl", "episodes": 500, "wall_s": d["rl_overhead_s"] + 100.0},
+             "rl/no_call_reward/seed0": {"kind": "rl", "episodes": 500, "wall_s": d["rl_overhead_s"] + 100.0},
+             "eval/x/bfcl/seed0": {"kind": "eval", "benchmark": "bfcl", "total": 10, "wall_s": 12.0},
              "pag/c": {"kind": "pag", "wall_s": 9.0}}
     (tmp_path / "cells.json").write_text(json.dumps(cells))
     c = A.measured_costs(tmp_path)
     assert c["sft_s_per_step"] == pytest.approx(0.4) and c["rl_s_per_episode"] == pytest.approx(0.2)
-    assert c["pag_s"] == 9.0 and c["eval_s_per_task"] == d["eval_s_per_task"]   # no eval cell recorded
+    assert c["rl_s_per_episode_by_row"]["no_call_reward"] == pytest.approx(0.2)
+    assert c["rl_s_per_episode_by_row"]["no_pag_data"] == d["rl_s_per_episode_by_row"]["no_pag_data"]
+    assert c["eval_s_per_task_by_benchmark"]["bfcl"] == pytest.approx((12.0 - d["eval_overhead_s"]) / 10)
+    assert c["pag_s"] == 9.0 and A.DEFAULT_COSTS == d  # the defaults themselves are left alone
+    assert A.job_cost({"kind": "rl", "episodes": 500, "row": "no_call_reward"}, c) == pytest.approx(108.0)
+    assert A.job_cost({"kind": "rl", "episodes": 500, "row": "unmeasured"}, c) == pytest.approx(108.0)
+
+
+def test_default_budget_keeps_every_row_but_the_most_expensive_one():
+    """With the measured default costs, a clean run of every row (02/03 reused) exceeds 600 s; the budget drops
+    PAG w/o augmentation (3 SFT trainings of 960 steps + its RL) and keeps every other row with all seeds."""
+    c, seeds = A.DEFAULT_COSTS, (0, 1, 2)
+    ev = {f"eval|eval/{r.key}/{b}/seed{s}": A.job_cost({"kind": "eval", "tasks": n, "benchmark": b}, c)
+          for r in A.ROWS for b, n in (("synthetic", 40), ("bfcl", 12)) for s in seeds}
+    jobs = {}
+    for r in A.ROWS:
+        j = {k: v for k, v in ev.items() if f"/{r.key}/" in k}
+        if r.key in ("parl_mt", "no_pag_rl", "context_full_history", "no_verification"):
+            j = {} if r.key == "no_verification" else j     # reused checkpoints; no_verification's data = reference
+        elif r.key == "no_augmentation":
+            j.update({f"train|sft/{r.key}/seed{s}": A.job_cost({"kind": "sft", "steps": 960}, c) for s in seeds})
+            j.update({f"rl|rl/{r.key}/seed{s}": A.job_cost({"kind": "rl", "episodes": 576, "row": r.key}, c)
+                      for s in seeds})
+        else:
+            j.update({f"train|rl/{r.key}/seed{s}": A.job_cost({"kind": "rl", "episodes": 576, "row": r.key}, c)
+                      for s in seeds})
+        jobs[r.key] = j
+    kept, dropped = A.select_rows(jobs, budget_s=600, workers=2)
+    assert [d["row"] for d in dropped] == ["no_augmentation"] and len(kept) == len(A.ROWS) - 1
 
 
 def _cell(valid, steps=3, prompt=100, gen=20):
