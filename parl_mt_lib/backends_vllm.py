@@ -141,13 +141,16 @@ class VLLMServer:
 
     ``threads``: OpenMP threads of the CPU engine (default ``$PARL_MT_THREADS`` or 1); ``kv_cache_gib``: the CPU
     KV cache (``VLLM_CPU_KVCACHE_SPACE``, default 1 GiB); ``gpu_memory_utilization``: the engine's share of one GPU.
+    ``chunked_prefill=False`` (the backend's choice on CPU): vllm-cpu 0.32 crashes ("CPU Generator does not use
+    offset") when a seeded request's prefill is split over engine steps -- a ~7k-token BFCL prompt with sampling.
     """
 
     def __init__(self, model_dir, *, served_name: str = "policy", dtype: str = "auto",
                  max_model_len: int | None = None, lora_rank: int | None = None, max_loras: int = 2,
                  kv_cache_gib: int | None = None, gpu_memory_utilization: float | None = None,
                  tensor_parallel_size: int = 1, enable_sleep_mode: bool = False, threads: int | None = None,
-                 seed: int = 0, enforce_eager: bool = True, extra_args=(), startup_timeout: float = 900,
+                 seed: int = 0, enforce_eager: bool = True, chunked_prefill: bool = True, extra_args=(),
+                 startup_timeout: float = 900,
                  log_path=None, workdir=None):
         python = vllm_python()
         if python is None:
@@ -167,6 +170,8 @@ class VLLMServer:
             args += ["--max-model-len", str(max_model_len)]
         if enforce_eager:
             args += ["--enforce-eager"]
+        if not chunked_prefill:  # whole prompts only (the step budget must hold the longest one)
+            args += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max_model_len or 32768)]
         if lora_rank:
             args += ["--enable-lora", "--max-lora-rank", str(lora_slot(lora_rank)), "--max-loras", str(max_loras)]
         if gpu_memory_utilization:
@@ -267,7 +272,8 @@ class VLLMBackend:
                                      max_model_len=self.max_model_len, lora_rank=rank, kv_cache_gib=kv_cache_gib,
                                      gpu_memory_utilization=gpu_memory_utilization, seed=seed,
                                      tensor_parallel_size=tensor_parallel_size, enable_sleep_mode=enable_sleep_mode,
-                                     threads=threads, enforce_eager=not gpu, extra_args=server_args)
+                                     threads=threads, enforce_eager=not gpu, chunked_prefill=gpu,
+                                     extra_args=server_args)
             self.url, self.model_name = self.server.url, served_model
             self.startup_s = self.server.startup_s
         self.reseed(seed)

