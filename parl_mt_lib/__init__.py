@@ -32,6 +32,8 @@ Every module has one job (dependency order, roughly bottom-up):
 * ``rl``               the RL loop for PAG-RL and MT-GRPO, its metrics and seeds grid
 * ``grid``             one runner for every seeds x variants grid (fingerprint-keyed reuse)
 * ``compare``          the six-way comparison through ``evaluate`` and the RL cost table
+* ``ablations``        notebook 07's rows as grid stages (PAG build, SFT, RL, evaluation), reuse, budget, paired deltas
+* ``figures``          notebook 08: the paper's figures and tables from ``results/`` alone (PNG + CSV + LaTeX)
 * ``tables``           README's result tables generated from ``results/`` (``make tables``)
 * ``tour``, ``plots``  benchmark statistics / replays / prompt growth; figures
 * ``bench``            throughput benchmarks (``make bench``)

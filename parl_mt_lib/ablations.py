@@ -59,11 +59,11 @@ class Ablation:
 
 
 ROWS = (
-    Ablation("parl_mt", "full PARL-MT", "nothing (reference: SFT-PAG -> PAG-RL, progress context)"),
+    Ablation("parl_mt", "full PARL-MT", "nothing (reference: SFT-PAG → PAG-RL, progress context)"),
     Ablation("no_pag_rl", "w/o PAG-RL (SFT-PAG)", "the RL stage", rl=None, priority=1),
     Ablation("context_full_history", "PARL-MT, full-history context", "the progress context at inference "
              "(the same PARL-MT checkpoints, played with the full history)", context="full_history", priority=2),
-    Ablation("no_pag_data", "w/o PAG data (SFT-plain -> PAG-RL)", "summary/plan SFT data (the plain view's "
+    Ablation("no_pag_data", "w/o PAG data (SFT-plain → PAG-RL)", "summary/plan SFT data (the plain view's "
              "checkpoints start PAG-RL)", sft_view="plain", priority=3),
     Ablation("pag_mt_grpo", "PAG data + MT-GRPO", "PAG-RL (MT-GRPO instead: full history, turn-level credit, "
              "from SFT-PAG)", rl="mt_grpo", priority=4),

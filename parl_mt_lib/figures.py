@@ -332,7 +332,8 @@ def build_per_category(inp: Inputs, out: Path, runs, comp) -> list[str]:
             extra.append({"method": key, "label": _label(key), "column": f"BFCL {_cat(c)}", "mean": v["accuracy"],
                           "ci95_low": ci[0] if ci else None, "ci95_high": ci[1] if ci else None,
                           "interval": "t over seeds" if v.get("ci95_seeds") else "Wilson over items",
-                          "n_seeds": len(v.get("per_seed") or {}), "n_items": v.get("total")})
+                          "n_seeds": len(v.get("per_seed") or {}),
+                          "n_items": (v.get("total") or 0) // max(len(v.get("per_seed") or {}), 1)})  # per run
     df = pd.concat([long, pd.DataFrame(extra)], ignore_index=True) if extra else long
     if df.empty:
         return []
@@ -347,17 +348,17 @@ def build_per_category(inp: Inputs, out: Path, runs, comp) -> list[str]:
         x = np.arange(len(cats)) + (i - (len(methods) - 1) / 2) * width
         lo = (d["mean"] - d["ci95_low"]).clip(lower=0).fillna(0)
         hi = (d["ci95_high"] - d["mean"]).clip(lower=0).fillna(0)
-        ax.bar(x, d["mean"].fillna(0), width, color=colors.get(m), alpha=0.55, label=_label(m))
+        n_items = d["n_items"].dropna()
+        ax.bar(x, d["mean"].fillna(0), width, color=colors.get(m), alpha=0.55,
+               label=f"{_label(m)} ({int(n_items.iloc[0])}/cat.)" if len(n_items) else _label(m))
         ax.errorbar(x, d["mean"].fillna(0), yerr=[lo, hi], fmt="o", ms=2.5, capsize=1.5, elinewidth=0.7,
                     color=colors.get(m))  # the mean as a dot: a zero is still seen
     ax.set_xticks(np.arange(len(cats)), [c.replace("BFCL ", "") for c in cats])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
-    n = df.groupby("method")["n_items"].first()
-    sizes = sorted({int(n[m]) for m in methods if n.get(m) == n.get(m)})
-    ax.set_title("BFCL multi-turn accuracy per category [95% interval: t over training seeds, else Wilson]; "
-                 f"entries per category: {', '.join(map(str, sizes))}", loc="left")
-    _fig_legend(fig, ax, ncol=8)
+    ax.set_title("BFCL multi-turn accuracy per category [95% interval: t over training seeds, else Wilson over "
+                 "entries]", loc="left")
+    _fig_legend(fig, ax, ncol=4)
     _save_fig(fig, out / "per_category.png")
     return ["per_category.csv", "per_category.png"]
 
@@ -487,6 +488,8 @@ def build_context(inp: Inputs, out: Path, runs) -> list[str]:
     pd.concat([gold.rename(columns={"tokens": "tokens"}), roll,
                it.rename(columns={"prompt_tokens_per_step": "tokens", "iteration": "step"})],
               ignore_index=True).to_csv(out / "context_tokens.csv", index=False)
+    from matplotlib.ticker import MaxNLocator
+
     panels = [p for p, df in (("gold", gold), ("roll", roll), ("it", it)) if not df.empty]
     fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_IN if len(panels) > 1 else COLUMN_IN, 2.5),
                              squeeze=False, layout="constrained")
@@ -521,6 +524,7 @@ def build_context(inp: Inputs, out: Path, runs) -> list[str]:
             ax.set_title("(c) RL training rollouts (03, 04)", loc="left")
             ax.set_ylabel("prompt tokens / step (mean)")
         ax.set_xlabel("RL iteration" if p == "it" else "step in episode (all turns)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(frameon=True, loc="upper left", fontsize=5.5)
     _save_fig(fig, out / "context_tokens.png")
     return ["context_tokens.csv", "context_tokens.png"]
@@ -560,7 +564,8 @@ def build_learning_curves(inp: Inputs, out: Path) -> list[str]:
     panels = [p for p in ["sft_loss", "reward PAG-RL", "reward MT-GRPO", "heldout"] if p in set(df["panel"])]
     ncol = min(len(panels), 2)
     nrow = (len(panels) + 1) // 2
-    fig, axes = plt.subplots(nrow, ncol, figsize=(PAGE_IN if ncol > 1 else COLUMN_IN, 2.2 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(PAGE_IN if ncol > 1 else COLUMN_IN, 2.2 * nrow), squeeze=False,
+                             layout="constrained")
     titles = {"sft_loss": ("SFT training loss (completion tokens)", "optimizer step", "loss"),
               "reward PAG-RL": ("PAG-RL: training reward per term", "iteration", "episode mean"),
               "reward MT-GRPO": ("MT-GRPO: training reward per term", "iteration", "episode mean"),
@@ -590,10 +595,12 @@ def build_learning_curves(inp: Inputs, out: Path) -> list[str]:
             ax.yaxis.set_minor_formatter(plt.NullFormatter())
         if p == "heldout":
             ax.set_ylim(0, 1)
-        ax.legend(frameon=True, title=None, loc="best")
+        if p.startswith("reward"):  # five or six terms: beside the panel, not over the curves
+            ax.legend(frameon=False, title=None, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        else:
+            ax.legend(frameon=True, title=None, loc="best")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.tight_layout()
     _save_fig(fig, out / "learning_curves.png")
     return ["learning_curves.csv", "learning_curves.png"]
 
