@@ -40,6 +40,13 @@ def _rank(out_dir):
     from parl_mt_lib.runtime import set_threads
 
     set_threads(1)
+    # the ranks are forked from the test process: drop the accelerate state it may hold (an earlier in-process
+    # trainer initialises it as a single process), so each rank joins the two-process group
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
     acc = Accelerator(cpu=True)
     recipe = load_rl_recipe("recipes/toy/pag_rl.yaml", RECIPE)
     row, grads = _step(lambda tok: _samples(tok)[acc.process_index::acc.num_processes], recipe)
@@ -47,8 +54,9 @@ def _rank(out_dir):
 
 
 def test_two_gloo_processes_take_the_single_process_step(tmp_path):
-    from accelerate import debug_launcher
+    from accelerate import PartialState, debug_launcher
 
+    PartialState()  # as after any in-process trainer in the same pytest run: the ranks must not inherit it
     debug_launcher(_rank, (str(tmp_path),), num_processes=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
