@@ -739,7 +739,8 @@ def missing_benchmarks(benchmarks: dict) -> dict:
             from .envs import get_benchmark, tau2  # noqa: F401  (importing registers the τ-bench benchmarks)
 
             get_benchmark(name)
-            out[name] = "registered, but not among this run's benchmarks (pass it in benchmarks to evaluate it)"
+            out[name] = ("registered, but not evaluated: 07's evaluation cells (compare.compare_cell) run PAG tasks "
+                         "and BFCL only so far")
         except (ImportError, ConfigError) as err:
             out[name] = f"not available here (τ-bench not installed or not registered: {str(err).splitlines()[0]})"
     return out
