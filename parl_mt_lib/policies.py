@@ -352,9 +352,15 @@ class OpenAIPolicy:
 
 def make_policy(spec: str, *, seed: int = 0, style: str = "python", base_url: str = "http://127.0.0.1:8000/v1",
                 max_new_tokens: int = 256, temperature: float = 0.0, **kw):
-    """``oracle`` | ``openai:<served-model-name>`` | ``toy`` | a model directory | a hub id."""
+    """``oracle`` | ``openai:<served-model-name>`` | ``vllm:<model spec>`` (the vLLM backend serving a model
+    directory / ``toy``: :mod:`parl_mt_lib.backends_vllm`) | ``toy`` | a model directory | a hub id."""
     if spec == "oracle":
         return OraclePolicy(style=style, **kw)
+    if isinstance(spec, str) and spec.startswith("vllm:"):
+        from .backends_vllm import VLLMBackend
+
+        return VLLMBackend(model_path=spec.split(":", 1)[1], seed=seed, style=style, temperature=temperature,
+                           max_new_tokens=max_new_tokens, name=spec, **kw)
     if isinstance(spec, str) and spec.startswith("openai:"):
         return OpenAIPolicy(spec.split(":", 1)[1], base_url, seed=seed, style=style, temperature=temperature,
                             max_tokens=max_new_tokens, **kw)
