@@ -20,10 +20,25 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from .calls import CallParseError, parse_calls
+import re
+
+from .calls import CallParseError, parse_calls, strip_preamble
 from .envs.base import UserTurn, benchmark_of
 
 MAX_STEPS = 20  # bfcl_eval.constants.default_prompts.MAXIMUM_STEP_LIMIT
+_CALL_SYNTAX = re.compile(r"^\s*(\[|```)|[A-Za-z_][A-Za-z0-9_]*\(|<tool_call>")
+
+
+def looks_like_calls(text: str) -> bool:
+    """Whether text that failed to parse was meant as calls — it opens a list or a fence, holds ``name(`` anywhere
+    (hostile code does: ``os.system('x')``) or a ``<tool_call>`` — rather than prose; after any progress preamble.
+
+    >>> looks_like_calls("[ls(a=1"), looks_like_calls("Your booking (2 bags) is confirmed."), looks_like_calls(
+    ...     "import os; os.system('x')")
+    (True, False, True)
+    """
+    body, _ = strip_preamble(text)
+    return bool(_CALL_SYNTAX.search(body))
 
 
 @dataclass
@@ -132,6 +147,9 @@ class Episode:
         try:
             calls = parse_calls(gen.text)
         except CallParseError as err:
+            if getattr(self.benchmark, "replies", False) and not looks_like_calls(gen.text):
+                self.end_turn("no_call")  # prose to the user (τ-bench): the turn's reply, not a failed step
+                return step
             step.error = err.reason
             self.end_turn("parse_error")
             return step

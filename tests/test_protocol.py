@@ -176,3 +176,18 @@ def test_rl_refuses_a_backend_that_keeps_no_tokens(tmp_path, toy_path):
     with pytest.raises(ConfigError, match="returned no token ids"):
         train_rl(recipe, tmp_path / "rl", tasks=(counter_tasks(1), []), progress=False,
                  backend=ScriptedPolicy(counter_policy, name="no_tokens"))
+
+
+@pytest.mark.parametrize("replies,end,error", [(False, "parse_error", True), (True, "no_call", False)])
+def test_prose_is_a_reply_only_where_the_benchmark_has_a_user_who_reads_it(replies, end, error):
+    """τ-bench agents answer their user in prose; on BFCL text that is not calls is a failed step with a reason."""
+    class Talking(CounterBench):
+        name = f"counter_talk_{replies}"
+
+    bench = Talking()
+    bench.replies = replies
+    task = counter_tasks(1)[0]
+    outputs = iter(["[add(n=1)]", "Done: the total is 1.", "[add(n=1)]", "[add(n=1"])
+    (ep,) = run_episodes(ScriptedPolicy(lambda r: next(outputs)), [task], progress=False, benchmark=bench)
+    assert ep.turn_end[0] == end and (ep.steps[1].error is not None) == error
+    assert ep.turn_end[1] == "parse_error" and ep.steps[-1].error  # malformed calls fail on every benchmark

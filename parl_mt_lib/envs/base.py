@@ -68,9 +68,14 @@ class UserSource(Protocol):
 
 
 class Benchmark:
-    """Base class: subclasses set ``name`` and implement :meth:`environment`, :meth:`user` and :meth:`score`."""
+    """Base class: subclasses set ``name`` and implement :meth:`environment`, :meth:`user` and :meth:`score`.
+
+    ``replies``: whether the agent talks to its user in prose (τ-bench). Then a message with no call syntax ends the
+    turn as the agent's reply; otherwise (BFCL) text that does not parse as calls is a failed step with a reason.
+    """
 
     name = "?"
+    replies = False
 
     def environment(self, task) -> Environment:
         raise NotImplementedError
@@ -135,9 +140,18 @@ def register(benchmark: Benchmark) -> Benchmark:
     return benchmark
 
 
+# benchmarks in optional modules, imported on first use (their packages are extras)
+OPTIONAL = {"tau2_airline": "parl_mt_lib.envs.tau2", "tau2_retail": "parl_mt_lib.envs.tau2",
+            "tau2_telecom": "parl_mt_lib.envs.tau2"}
+
+
 def get_benchmark(name: str) -> Benchmark:
+    import importlib
+
     from . import bfcl  # noqa: F401  (registers bfcl + synthetic)
 
+    if name not in _REGISTRY and name in OPTIONAL:
+        importlib.import_module(OPTIONAL[name])  # a missing extra raises its own one-line ConfigError
     if name not in _REGISTRY:
         raise ConfigError(f"unknown benchmark {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]

@@ -717,6 +717,8 @@ def verdict_of(info, run, detail: str = "") -> Verdict:
 class Tau2Benchmark(Benchmark):
     """``tau2_<domain>``: environment, user source and scorer of one τ-bench domain (module doc)."""
 
+    replies = True  # the agent's prose goes to the user and ends its turn
+
     def __init__(self, domain: str):
         self.domain, self.name = domain, f"tau2_{domain}"
         self.records = None  # a list: score() appends {"id", "valid", "reward", "record"} (agreement checks)
