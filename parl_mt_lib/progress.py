@@ -136,14 +136,21 @@ class TeacherPolicy:
     def __init__(self, teacher, style: str = "python", with_progress: bool = True):
         self.teacher, self.style, self.with_progress = teacher, style, with_progress
 
+    def reply(self, ep) -> str:
+        """What the policy says when the turn's gold calls are done (BFCL: nothing; τ-bench: the gold reply)."""
+        return ""
+
+    def teacher_of(self, ep):
+        return self.teacher
+
     def generate(self, requests):
         out = []
         for req in requests:
             ep = req.episode
             chunk, remaining = gold_step(ep)
-            call_text = render_calls(chunk, self.style) if chunk else ""
+            call_text = render_calls(chunk, self.style) if chunk else self.reply(ep)
             if self.with_progress:
-                summary, plan = self.teacher.progress(ep, remaining)
+                summary, plan = self.teacher_of(ep).progress(ep, remaining)
                 call_text = format_progress(summary, plan, call_text)
             out.append(Generation(call_text))
         return out

@@ -29,37 +29,27 @@ import json
 import time
 from pathlib import Path
 
+from ..progress import TeacherPolicy
 from ..runtime import ConfigError
 from . import tau2 as T
 
 SOURCE_SPLIT = "train"
 
 
-class Tau2TeacherPolicy:
+class Tau2TeacherPolicy(TeacherPolicy):
     """The gold actions one call per step, then the turn's gold reply to the user; with ``with_progress`` each
-    output starts with the teacher's summary and plan."""
+    output starts with the teacher's summary and plan (the task's own teacher unless one is given)."""
 
     name = "tau2_teacher"
 
     def __init__(self, teacher=None, style: str = "python", with_progress: bool = True):
-        self.teacher, self.style, self.with_progress = teacher, style, with_progress
+        super().__init__(teacher, style, with_progress)
 
-    def generate(self, requests):
-        from ..calls import render_calls
-        from ..policies import gold_step
-        from ..progress_format import format_progress
-        from ..rollout import Generation
+    def reply(self, ep) -> str:
+        return ep.task.gold_replies[ep.turn]
 
-        out = []
-        for req in requests:
-            ep = req.episode
-            chunk, remaining = gold_step(ep)
-            text = render_calls(chunk, self.style) if chunk else ep.task.gold_replies[ep.turn]
-            if self.with_progress:
-                summary, plan = (self.teacher or teacher_for(ep.task)).progress(ep, remaining)
-                text = format_progress(summary, plan, text)
-            out.append(Generation(text))
-        return out
+    def teacher_of(self, ep):
+        return self.teacher or teacher_for(ep.task)
 
 
 def teacher_for(task, seed: int = 0):
