@@ -107,4 +107,4 @@ notebooks-strip: install
 	$(PY) -m jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
 
 clean:
-	rm -rf results/executed results/00_tour* results/01_pag* results/02_sft* results/03_pag_rl* results/04_mt_grpo* results/05_evaluate results/06_compare* results/bench
+	rm -rf results/executed results/00_tour* results/01_pag* results/02_sft* results/03_pag_rl* results/04_mt_grpo* results/05_evaluate results/06_compare* results/07_ablations* results/figures results/bench
