@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 
 from .calls import parse_calls, render_calls
-from .progress_format import INSTRUCTION, INSTRUCTION_SHORT, format_progress, parse_progress
+from .progress_format import format_progress, parse_progress
 from .runtime import ConfigError
 
 PROMPTINGS = ("plain", "cot")
@@ -31,7 +31,9 @@ STYLES = ("python", "json")
 # full: BFCL's JSON docs; names: one line per function; none: no docs; minimal: no docs and only BFCL's
 # output-format sentence (the toy curriculum: on 2 CPU cores every prompt token costs training time)
 TOOL_DOCS = ("full", "names", "none", "minimal")
-MINIMAL_PROMPT = "You are an expert in composing functions. Answer with function calls in the format [func(param=value)]."
+MINIMAL_FORMAT = "[func(param=value)]"
+MINIMAL_PROMPT = f"You are an expert in composing functions. Answer with function calls in the format {MINIMAL_FORMAT}."
+JSON_FORMAT = '<tool_call>{"name": ..., "arguments": {...}}</tool_call>'  # style json (Qwen2.5 / Hermes)
 COT_INSTRUCTION = (
     "Before your function calls, think step by step about what the user asked, what has been done and "
     "what remains, inside <think>...</think>. Then output the function calls in the required format "
@@ -48,6 +50,45 @@ def _doc_lines(functions: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_prompt_options(style: str = "python", prompting: str = "plain", tool_docs: str = "full") -> None:
+    """One-line errors for an unknown call style, prompting or tool-docs mode."""
+    if style not in STYLES:
+        raise ConfigError(f"unknown call style {style!r}; choose from {STYLES}")
+    if prompting not in PROMPTINGS:
+        raise ConfigError(f"unknown prompting {prompting!r}; choose from {PROMPTINGS}")
+    if tool_docs not in TOOL_DOCS:
+        raise ConfigError(f"unknown tool_docs {tool_docs!r}; choose from {TOOL_DOCS}")
+
+
+def call_format(style: str = "python", tool_docs: str = "full") -> str:
+    """How a call is written, as the system prompt names it (the one definition of each format): BFCL's Python
+    format, its one-line form for ``tool_docs="minimal"``, or the chat template's tool-call format (``json``).
+
+    >>> call_format("python", "minimal"), call_format("json")
+    ('[func(param=value)]', '<tool_call>{"name": ..., "arguments": {...}}</tool_call>')
+    """
+    from bfcl_eval.constants.default_prompts import OUTPUT_FORMAT_MAPPING
+
+    check_prompt_options(style, "plain", tool_docs)
+    if style == "json":
+        return JSON_FORMAT
+    return MINIMAL_FORMAT if tool_docs == "minimal" else OUTPUT_FORMAT_MAPPING["python"]
+
+
+def tools_section(functions: list[dict] | None, style: str = "python", tool_docs: str = "full") -> str:
+    """The tool docs of a system prompt in BFCL's wording: the JSON docs (``full``), one line per function
+    (``names``), or nothing (``none``, ``minimal``, and style ``json``: the tools go through the template)."""
+    from bfcl_eval.constants.default_prompts import PROMPT_STYLE_TEMPLATES
+
+    check_prompt_options(style, "plain", tool_docs)
+    if style != "python" or tool_docs in ("none", "minimal"):
+        return ""
+    if tool_docs == "names":
+        return "Functions you can invoke:\n" + _doc_lines(functions or []) + "\n"
+    return PROMPT_STYLE_TEMPLATES["classic"]["available_tools"].format(format="json",
+                                                                      functions=json.dumps(functions, indent=4))
+
+
 def system_prompt(functions: list[dict] | None, style: str = "python", prompting: str = "plain",
                   tool_docs: str = "full") -> str:
     """BFCL's default prompting system prompt (classic style, plaintext, JSON docs).
@@ -57,30 +98,18 @@ def system_prompt(functions: list[dict] | None, style: str = "python", prompting
     ``tool_docs="names"`` lists one line per function instead of the JSON docs; ``"none"`` lists none;
     ``"minimal"`` is one sentence (the toy curriculum: a 2-core CPU cannot train on ~9k-token prompts).
     """
-    from bfcl_eval.constants.default_prompts import (OUTPUT_FORMAT_MAPPING, PROMPT_STYLE_TEMPLATES,
-                                                     PROMPT_TEMPLATE_MAPPING)
+    from bfcl_eval.constants.default_prompts import PROMPT_STYLE_TEMPLATES, PROMPT_TEMPLATE_MAPPING
 
-    if style not in STYLES:
-        raise ConfigError(f"unknown call style {style!r}; choose from {STYLES}")
-    if prompting not in PROMPTINGS:
-        raise ConfigError(f"unknown prompting {prompting!r}; choose from {PROMPTINGS}")
-    if tool_docs not in TOOL_DOCS:
-        raise ConfigError(f"unknown tool_docs {tool_docs!r}; choose from {TOOL_DOCS}")
+    check_prompt_options(style, prompting, tool_docs)
     t = PROMPT_STYLE_TEMPLATES["classic"]
     if tool_docs == "minimal":
         return MINIMAL_PROMPT + ("\n" + COT_INSTRUCTION if prompting == "cot" else "")
     if style == "python":
-        fmt = t["tool_call_no_tag"].format(output_format=OUTPUT_FORMAT_MAPPING["python"], param_types="")
-        if tool_docs == "full":
-            tools = t["available_tools"].format(format="json", functions=json.dumps(functions, indent=4))
-        elif tool_docs == "names":
-            tools = "Functions you can invoke:\n" + _doc_lines(functions or []) + "\n"
-        else:
-            tools = ""
+        fmt = t["tool_call_no_tag"].format(output_format=call_format(style, tool_docs), param_types="")
         text = PROMPT_TEMPLATE_MAPPING["plaintext"].format(persona=t["persona"], task=t["task"],
                                                           tool_call_format=fmt,
                                                           multiturn_behavior=t["multiturn_behavior"],
-                                                          available_tools=tools)
+                                                          available_tools=tools_section(functions, style, tool_docs))
     else:
         text = f"{t['persona']}{t['task']}\n\n{t['multiturn_behavior']}"
     if prompting == "cot":
@@ -114,17 +143,18 @@ class FullHistoryContext:
     name = "full_history"
 
     def __init__(self, style: str = "python", prompting: str = "plain", tool_docs: str = "full"):
-        system_prompt([], style, prompting, tool_docs)  # validate early
+        check_prompt_options(style, prompting, tool_docs)  # validate early
         self.style, self.prompting, self.tool_docs = style, prompting, tool_docs
         self._system: dict[tuple, str] = {}  # (task id, doc names) -> system prompt (a 40k-char JSON dump)
 
     def system_message(self, task) -> dict:
+        """The task's benchmark writes the prompt (:meth:`parl_mt_lib.envs.Benchmark.system_prompt`: BFCL's, or
+        τ-bench's with the domain policy); cached per task and offered docs."""
+        from .envs import benchmark_of
+
         key = (task.id, tuple(f["name"] for f in task.functions))
         if key not in self._system:
-            funcs = task.functions if self.style == "python" else None
-            text = system_prompt(funcs, self.style, self.prompting, self.tool_docs)
-            extra = getattr(task, "instructions", "")
-            self._system[key] = text + ("\n\n" + extra if extra else "")
+            self._system[key] = benchmark_of(task).system_prompt(task, self.style, self.prompting, self.tool_docs)
         return {"role": "system", "content": self._system[key]}
 
     def tools(self, episode) -> list[dict] | None:
@@ -152,8 +182,10 @@ class ProgressContext(FullHistoryContext):
     name = "progress"
 
     def system_message(self, task) -> dict:
+        from .envs import benchmark_of
+
         msg = super().system_message(task)
-        extra = INSTRUCTION_SHORT if self.tool_docs == "minimal" else INSTRUCTION
+        extra = benchmark_of(task).progress_instruction(short=self.tool_docs == "minimal")
         return {"role": "system", "content": msg["content"] + "\n\n" + extra}
 
     def messages(self, episode) -> list[dict]:

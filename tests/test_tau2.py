@@ -47,8 +47,7 @@ def test_tasks_splits_tools_and_gold_come_from_the_package():
         env = registry.get_env_constructor(domain)()
         t = test[0]
         assert (t.category, t.benchmark, t.split) == (f"tau2_{domain}", f"tau2_{domain}", "test")
-        assert env.get_policy() in t.instructions and T.REPLY_RULE in t.instructions
-        assert t.instructions.startswith("<instructions>\nYou are a customer service agent")  # tau2's agent prompt
+        assert t.instructions == env.get_policy()  # the domain policy; the system prompt is the benchmark's
         assert [f["name"] for f in t.functions] == [tool.name for tool in env.get_tools()]
         assert all(set(f) == {"name", "description", "parameters"} and f["parameters"]["type"] == "object"
                    for f in t.functions)
@@ -405,3 +404,39 @@ def test_progress_context_on_tau2_carries_the_latest_user_message(toy):
     assert T.CONFIRM in prompt and task.instructions[:200] in prompt
     assert "<summary>Turn 0, step" in prompt  # the previous turn's summary is carried into the request
     assert strip_preamble(seen[0][-1]["content"])[0] == task.user_turns[0]
+
+
+BFCL_ONLY_CALLS = ("You should only return the function calls", "You SHOULD NOT include any other text",
+                   "You are an expert in composing functions")
+
+
+def test_system_prompt_is_the_benchmarks_own_bfcl_unchanged_tau2_calls_or_a_message(toy):
+    """The rendered first prompt: BFCL's keeps its "only function calls" prompt; τ-bench's says call tools or write
+    a message to the user (one per step, in the call format), holds the domain policy, never BFCL's sentence."""
+    from parl_mt_lib.bfcl import entry_by_id
+    from parl_mt_lib.context import MINIMAL_PROMPT, call_format, make_context, render_prompt, system_prompt
+    from parl_mt_lib.progress_format import INSTRUCTION
+
+    _, tok = toy
+
+    def first_prompt(task, ctx):
+        seen = []
+        run_episodes(ScriptedPolicy(lambda r: seen.append(r.messages) or ""), [task], ctx, progress=False)
+        return render_prompt(tok, seen[0])
+
+    bfcl = entry_by_id("multi_turn_base_0")
+    for docs in ("full", "minimal"):
+        p = first_prompt(bfcl, make_context("progress", tool_docs=docs))
+        assert system_prompt(bfcl.functions, tool_docs=docs) in p and "message to the user" not in p
+    assert INSTRUCTION in first_prompt(bfcl, make_context("progress"))
+    assert MINIMAL_PROMPT in first_prompt(bfcl, make_context("full_history", tool_docs="minimal"))
+    (task,) = T.load_tasks("retail", "test", limit=1)
+    for mode in ("full_history", "progress"):
+        for style, docs in (("python", "names"), ("python", "minimal"), ("json", "full")):
+            p = first_prompt(task, make_context(mode, style=style, tool_docs=docs))
+            assert not any(s in p for s in BFCL_ONLY_CALLS), (mode, style, docs)
+            assert T.REPLY_RULE.format(call_format=call_format(style, docs)) in p and task.instructions in p
+            assert p.index("<instructions>") < p.index("<policy>") < p.index(task.user_turns[0][:40])
+            if mode == "progress":  # the progress instruction names the τ-bench action too
+                assert T.progress_instruction(short=docs == "minimal") in p and "or your message to the user" in p
+                assert INSTRUCTION not in p

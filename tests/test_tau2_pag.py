@@ -8,7 +8,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydantic")
 from parl_mt_lib.calls import parse_calls  # noqa: E402
 from parl_mt_lib.envs import tau2 as T  # noqa: E402
 from parl_mt_lib.envs import tau2_pag as P  # noqa: E402
-from parl_mt_lib.progress_format import INSTRUCTION, parse_progress  # noqa: E402
+from parl_mt_lib.progress_format import parse_progress  # noqa: E402
 from parl_mt_lib.runtime import ConfigError  # noqa: E402
 
 
@@ -68,7 +68,8 @@ def test_sft_rows_carry_the_domain_policy(pag):
     for e, rp, rf in zip(ex, prog, plain):
         policy = built["tasks"][e["task_id"]].instructions
         assert policy in rp["prompt"][0]["content"] and policy in rf["prompt"][0]["content"]
-        assert INSTRUCTION in rp["prompt"][0]["content"] and INSTRUCTION not in rf["prompt"][0]["content"]
+        instruction = T.progress_instruction()
+        assert instruction in rp["prompt"][0]["content"] and instruction not in rf["prompt"][0]["content"]
         assert rp["completion"][0]["content"] == e["completion_progress"]
     with pytest.raises(ConfigError):
         P.sft_rows(ex, built["tasks"], "neither")

@@ -86,6 +86,22 @@ class Benchmark:
     def score(self, task, episode) -> Verdict:
         raise NotImplementedError
 
+    def system_prompt(self, task, style: str = "python", prompting: str = "plain", tool_docs: str = "full") -> str:
+        """The system prompt of the task's episodes (the context builders add theirs after it). Default: BFCL's
+        (:func:`parl_mt_lib.context.system_prompt`: "only return the function calls"), then the task's optional
+        ``instructions``. A benchmark whose agent also talks to its user says so in its own (τ-bench)."""
+        from ..context import system_prompt
+
+        text = system_prompt(task.functions if style == "python" else None, style, prompting, tool_docs)
+        extra = getattr(task, "instructions", "")
+        return text + ("\n\n" + extra if extra else "")
+
+    def progress_instruction(self, short: bool = False) -> str:
+        """What the progress context asks of every step (PARL-MT's summary + plan, then the step's action)."""
+        from ..progress_format import INSTRUCTION, INSTRUCTION_SHORT
+
+        return INSTRUCTION_SHORT if short else INSTRUCTION
+
     def turn_scores(self, task, episode) -> list[bool]:
         """Verdict of the episode's turns ``[0..t]`` for every played turn ``t``. The default scores only the
         whole episode (its verdict on the last turn, False before); benchmarks with per-turn gold override it."""

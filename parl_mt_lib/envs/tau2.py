@@ -6,7 +6,8 @@ tasks, train/test splits, the domain policy, the tools and their database all co
 
 * **Task** (:class:`Tau2Task`): ``id`` (``tau2_airline_12``), ``category`` (``tau2_airline``), ``functions`` (the
   domain toolkit's tool docs as BFCL-like ``{"name", "description", "parameters"}`` JSON schemas), ``instructions``
-  (tau2's own agent prompt with the domain policy, appended to the system prompt by the context builders), ``gold_calls`` (tau2's gold actions,
+  (the domain policy; the benchmark's system prompt, :func:`agent_prompt`, is tau2's agent template with our
+  instruction: call tools or write a message to the user, one per step), ``gold_calls`` (tau2's gold actions,
   one list per turn of the scripted user: the reads before the first write, then each write with the reads after
   it), ``gold_replies`` (what an oracle tells the user at the end of each turn: a confirmation request naming the
   next write, and at the end the task's ``communicate_info``), the user's scenario text, and ``user`` — the user
@@ -37,8 +38,8 @@ tasks, train/test splits, the domain policy, the tools and their database all co
 Example:
     >>> from parl_mt_lib.rollout import run_episodes
     >>> (task,) = load_tasks("airline", "test", limit=1)
-    >>> task.id, task.category, task.user, len(task.functions), task.instructions[:47]
-    ('tau2_airline_2', 'tau2_airline', 'scripted', 14, '<instructions>\\nYou are a customer service agent')
+    >>> task.id, task.category, task.user, len(task.functions), task.instructions[:24]
+    ('tau2_airline_2', 'tau2_airline', 'scripted', 14, '# Airline Agent Policy\\n\\n')
     >>> (ep,) = run_episodes(Tau2OraclePolicy(), [task], progress=False)
     >>> get_benchmark("tau2_airline").score(task, ep).valid, ep.user.end_reason
     (True, 'user_stop')
@@ -135,19 +136,60 @@ def _toolkit(domain: str) -> dict:
         order[fn["name"]] = list(fn["parameters"].get("properties", {}))
     writes = frozenset(n for n in env.tools.tools if env.tools.tool_type(n) == ToolType.WRITE)
     return {"functions": docs, "param_order": order, "writes": writes, "policy": env.get_policy(),
-            "instructions": agent_instructions(env.get_policy()), "names": frozenset(order)}
+            "names": frozenset(order)}
 
 
-REPLY_RULE = ("Here a tool call is written in the function-call format given above; any other text is your message "
-              "to the user, and it ends your turn.")
+# how the agent answers on τ-bench: tools or a message to the user, one per step ({call_format}: context.call_format)
+REPLY_RULE = ("In each step you do exactly one of two things: call tools, answering with only the calls in the format "
+              "{call_format}; or write a message to the user, answering with the message text only (it ends your "
+              "turn, and the user replies).")
+COT_RULE = ("Before your answer, think step by step about what the user asked, what the policy allows, what has been "
+            "done and what remains, inside <think>...</think>; then write the calls or your message to the user.")
 
 
-def agent_instructions(policy: str) -> str:
-    """tau2's own agent system prompt (``tau2.agent.llm_agent``: its instruction + the domain policy) with one added
-    sentence on how calls and messages to the user are told apart in our call format."""
+def agent_prompt(task, style: str = "python", prompting: str = "plain", tool_docs: str = "full") -> str:
+    """The agent's system prompt on τ-bench: tau2's own template (``tau2.agent.llm_agent.SYSTEM_PROMPT``:
+    ``<instructions>`` then ``<policy>`` with the domain policy) with our instruction in place of tau2's (its persona
+    and closing lines, and :data:`REPLY_RULE` in our call format instead of its JSON tool-call API), then the tool docs
+    (:func:`parl_mt_lib.context.tools_section`).
+
+    >>> (t,) = load_tasks("airline", "test", limit=1)
+    >>> text = agent_prompt(t, tool_docs="minimal")
+    >>> print(text[:text.index("</instructions>") + 15])
+    <instructions>
+    You are a customer service agent that helps the user according to the <policy> provided below.
+    In each step you do exactly one of two things: call tools, answering with only the calls in the format [func(param=value)]; or write a message to the user, answering with the message text only (it ends your turn, and the user replies).
+    Try to be helpful and always follow the policy.
+    </instructions>
+    >>> t.instructions in text
+    True
+    """
     from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
 
-    return SYSTEM_PROMPT.format(agent_instruction=AGENT_INSTRUCTION + "\n" + REPLY_RULE, domain_policy=policy)
+    from ..context import call_format, check_prompt_options, tools_section
+
+    check_prompt_options(style, prompting, tool_docs)
+    lines = AGENT_INSTRUCTION.splitlines()
+    # its last line, less "Always make sure you generate valid JSON only." (its API's tool calls; ours: REPLY_RULE)
+    closing = lines[-1].split(". ")[0].rstrip(".") + "."
+    rule = REPLY_RULE.format(call_format=call_format(style, tool_docs))
+    instruction = "\n".join([lines[0], rule] + ([COT_RULE] if prompting == "cot" else []) + [closing])
+    text = SYSTEM_PROMPT.format(agent_instruction=instruction, domain_policy=task.instructions)
+    tools = tools_section(task.functions, style, tool_docs)
+    return text + ("\n\n" + tools.rstrip("\n") if tools else "")
+
+
+def progress_instruction(short: bool = False) -> str:
+    """PARL-MT's progress instruction with the τ-bench action: the calls, or the message to the user.
+
+    >>> progress_instruction(short=True)
+    'First write <summary>...</summary> and <plan>...</plan>, then the calls or your message to the user.'
+    """
+    from ..progress_format import INSTRUCTION, INSTRUCTION_SHORT
+
+    if short:
+        return INSTRUCTION_SHORT.rstrip(".") + " or your message to the user."
+    return INSTRUCTION.split("; then ")[0] + "; then output the function calls or your message to the user."
 
 
 @contextmanager
@@ -195,7 +237,7 @@ class Tau2Task:
     tau2_id: str
     split: str
     functions: list[dict]
-    instructions: str
+    instructions: str                   # the domain policy (tau2's), placed in the system prompt by agent_prompt
     scenario: str                       # the user simulator's instructions: str(task.user_scenario)
     user_turns: list[str]               # the scripted user's messages
     gold_calls: list[list]              # Call objects per scripted turn
@@ -267,7 +309,7 @@ def make_task(domain: str, tau2_id: str, *, user: str = "scripted", user_options
     info = list(crit.communicate_info or []) if crit else []
     split = next((s for s in SPLITS if raw.id in splits(domain).get(s, [])), "none")
     return Tau2Task(id=f"tau2_{domain}_{raw.id}", domain=domain, tau2_id=raw.id, split=split,
-                    functions=kit["functions"], instructions=kit["instructions"], scenario=str(raw.user_scenario),
+                    functions=kit["functions"], instructions=kit["policy"], scenario=str(raw.user_scenario),
                     user_turns=[_opener(raw)] + [CONFIRM] * (len(gold) - 1), gold_calls=gold,
                     gold_replies=_replies(gold, info), communicate_info=info, user=user,
                     user_options=dict(user_options or {}))
@@ -722,6 +764,12 @@ class Tau2Benchmark(Benchmark):
     def __init__(self, domain: str):
         self.domain, self.name = domain, f"tau2_{domain}"
         self.records = None  # a list: score() appends {"id", "valid", "reward", "record"} (agreement checks)
+
+    def system_prompt(self, task, style="python", prompting="plain", tool_docs="full") -> str:
+        return agent_prompt(task, style, prompting, tool_docs)
+
+    def progress_instruction(self, short: bool = False) -> str:
+        return progress_instruction(short)
 
     def environment(self, task):
         return Tau2Environment(task)
