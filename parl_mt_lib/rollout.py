@@ -5,7 +5,8 @@ and its user source; the user source gives each user turn (``None``: the convers
 prompting loop: ask the policy for a message; parse it (never execute it); no call -> the turn ends (the message is
 the agent's reply to the user); unparseable -> the step is recorded with its reason and the turn ends; otherwise
 each call is dispatched to the environment and its result becomes a tool message. A turn whose step count exceeds
-the limit (BFCL's 20) force-quits the episode. Many episodes advance together so a model backend can batch.
+the limit (BFCL's 20) force-quits the episode. Many episodes advance together so a model backend can batch, and a finished episode's
+slot goes to the next pending task at once (continuous batching across episodes: :func:`run_episodes`).
 
 Example:
     >>> from parl_mt_lib.bfcl import load_entries
@@ -164,39 +165,81 @@ class Episode:
 
 
 def run_episodes(policy, entries, context=None, *, max_steps: int = MAX_STEPS, batch_size: int = 8,
-                 progress: bool = True, on_episode=None, on_step=None, benchmark=None) -> list[Episode]:
+                 progress: bool = True, on_episode=None, on_step=None, benchmark=None,
+                 refill: bool = True) -> list[Episode]:
     """Play every task to the end with ``policy``; ``context`` defaults to full history; ``benchmark`` defaults
-    to each task's own (:func:`parl_mt_lib.envs.benchmark_of`).
+    to each task's own (:func:`parl_mt_lib.envs.benchmark_of`). Returns the episodes in the order of ``entries``.
 
-    ``batch_size`` episodes advance together (one ``policy.generate`` call per step across them).
+    Up to ``batch_size`` episodes advance together (one ``policy.generate`` call per step across them).
+    ``refill`` (default): continuous batching across episodes -- when an episode finishes, the next pending task
+    takes its slot at the next step, so no episode waits for a slot a finished one holds (with episodes of very
+    different lengths this takes far fewer ``generate`` calls; a vLLM engine keeps its batch full).
+    ``refill=False``: the old static batches (the next ``batch_size`` tasks start only when the whole batch has
+    finished). Which tasks share a call differs, nothing else: at greedy decoding both give the same episodes.
     ``on_episode(ep)`` is called as each episode finishes (used for incremental result writing);
     ``on_step(ep, step)`` after every recorded step (used for replays and cost accounting).
+
+    >>> from parl_mt_lib.bfcl import load_entries
+    >>> from parl_mt_lib.policies import ScriptedPolicy
+    >>> class Counted(ScriptedPolicy):  # counts generate calls
+    ...     calls = 0
+    ...     def generate(self, requests):
+    ...         self.calls += 1
+    ...         return super().generate(requests)
+    >>> def script(req):  # entry 0 makes six calls in its first turn; every other step makes none
+    ...     ep = req.episode
+    ...     return "[ls()]" if ep.task.id.endswith("_0") and ep.turn == 0 and len(ep.steps_of(0)) < 6 else ""
+    >>> tasks, new, old = load_entries(["base"], limit=5), Counted(script), Counted(script)
+    >>> eps = run_episodes(new, tasks, batch_size=2, progress=False)
+    >>> _ = run_episodes(old, tasks, batch_size=2, progress=False, refill=False)
+    >>> [e.task.id for e in eps] == [t.id for t in tasks], new.calls, old.calls
+    (True, 13, 18)
     """
     from .context import FullHistoryContext
 
+    if not isinstance(batch_size, int) or batch_size < 1:
+        from .runtime import ConfigError
+
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     context = context or FullHistoryContext(style=getattr(policy, "style", "python"))
     entries = list(entries)
-    finished: list[Episode] = []
+    episodes: list[Episode | None] = [None] * len(entries)
+    pending = iter(range(len(entries)))  # the next task to start: deterministic, in the order given
     bar = tqdm(total=len(entries), desc=f"episodes ({getattr(policy, 'name', 'policy')})", disable=not progress)
-    for start in range(0, len(entries), batch_size):
-        chunk = [Episode(e, benchmark) for e in entries[start:start + batch_size]]
-        for ep in chunk:
+
+    def finished(ep):
+        bar.update(1)
+        if on_episode:
+            on_episode(ep)
+
+    def admit(active: list) -> None:
+        """Start pending tasks while a slot is free (static batches: a whole batch's worth of tasks, once the
+        last batch is over, as before)."""
+        started = 0
+        while (len(active) if refill else started) < batch_size:
+            i = next(pending, None)
+            if i is None:
+                return
+            ep = episodes[i] = Episode(entries[i], benchmark)
+            started += 1
             if ep.done:  # the user had nothing to say
-                bar.update(1)
-                if on_episode:
-                    on_episode(ep)
-        active = [ep for ep in chunk if not ep.done]
-        while active:
-            requests = [StepRequest(context.messages(ep), context.tools(ep), ep) for ep in active]
-            for ep, gen in zip(active, policy.generate(requests)):
-                step = ep.record(gen, max_steps)
-                if on_step:
-                    on_step(ep, step)
-                if ep.done:
-                    bar.update(1)
-                    if on_episode:
-                        on_episode(ep)
-            active = [ep for ep in active if not ep.done]
-        finished.extend(chunk)
+                finished(ep)
+            else:
+                active.append(ep)
+
+    active: list[Episode] = []
+    while True:
+        if refill or not active:
+            admit(active)
+        if not active:
+            break
+        requests = [StepRequest(context.messages(ep), context.tools(ep), ep) for ep in active]
+        for ep, gen in zip(active, policy.generate(requests)):
+            step = ep.record(gen, max_steps)
+            if on_step:
+                on_step(ep, step)
+            if ep.done:
+                finished(ep)
+        active = [ep for ep in active if not ep.done]
     bar.close()
-    return finished
+    return episodes

@@ -1,4 +1,6 @@
 """Engine logic without weights: a scripted policy drives the loop through every branch."""
+import pytest
+
 from parl_mt_lib.bfcl import entry_by_id, load_entries
 from parl_mt_lib.context import FullHistoryContext, make_context
 from parl_mt_lib.evaluate import score_trajectory
@@ -66,3 +68,102 @@ def test_policy_error_stops_episode():
     ep.record(Generation("", 10, 0, error="context_overflow: 99 > 10"))
     assert ep.done and ep.force_quit and ep.turn_end == ["policy_error"]
     assert not score_trajectory(ep.entry.id, ep.calls_per_turn()).valid
+
+
+class _Counted(ScriptedPolicy):
+    """A scripted policy that records the size of every ``generate`` call."""
+
+    def __init__(self, fn, **kw):
+        super().__init__(fn, **kw)
+        self.calls = []
+
+    def generate(self, requests):
+        self.calls.append(len(requests))
+        return super().generate(requests)
+
+
+def _long_first_turn(req):
+    """Entries ..._0 and ..._4 make 12 calls in their first turn; every other step makes none (ends its turn)."""
+    ep = req.episode
+    long = ep.task.id.endswith(("_0", "_4")) and ep.turn == 0 and len(ep.steps_of(0)) < 12
+    return "[ls()]" if long else ""
+
+
+def test_refill_gives_a_finished_episodes_slot_to_the_next_task():
+    """Continuous batching across episodes: with static batches the short episodes waited for the long one of their
+    batch (every step a call); refilled, they take its neighbours' freed slots. Same episodes, in task order."""
+    tasks = load_entries(["base"], limit=8)
+    new, old = _Counted(_long_first_turn), _Counted(_long_first_turn)
+    done_new, done_old = [], []
+    eps = run_episodes(new, tasks, batch_size=3, progress=False, on_episode=done_new.append)
+    ref = run_episodes(old, tasks, batch_size=3, progress=False, refill=False, on_episode=done_old.append)
+    assert [e.task.id for e in eps] == [e.task.id for e in ref] == [t.id for t in tasks]
+    for a, b in zip(eps, ref):
+        assert [(s.turn, s.output, s.calls, s.results) for s in a.steps] == \
+            [(s.turn, s.output, s.calls, s.results) for s in b.steps]
+        assert a.turn_end == b.turn_end
+    assert sorted(e.task.id for e in done_new) == sorted(t.id for t in tasks) and len(done_old) == len(tasks)
+    assert max(new.calls) <= 3 and sum(new.calls) == sum(old.calls) == sum(len(e.steps) for e in eps)
+    assert len(new.calls) < len(old.calls) - 5, (new.calls, old.calls)
+    assert new.calls[:12].count(3) >= 10  # the slots stay full while tasks are pending
+
+
+def test_refill_counts_episodes_the_user_ends_at_once():
+    """An episode whose user says nothing is finished at admission and holds no slot."""
+    from parl_mt_lib.rollout import Episode
+
+    class Silent:
+        def next(self, ep):
+            return None
+
+    class Bench:
+        replies = False
+
+        def __init__(self, real):
+            self.real = real
+
+        def environment(self, task):
+            return self.real.environment(task)
+
+        def user(self, task):
+            return Silent() if task.id.endswith("_1") else self.real.user(task)
+
+    tasks = load_entries(["base"], limit=3)
+    real = Episode(tasks[0]).benchmark
+    pol = _Counted(lambda r: "")
+    eps = run_episodes(pol, tasks, batch_size=2, progress=False, benchmark=Bench(real))
+    assert eps[1].done and not eps[1].steps and all(e.done for e in eps)
+    assert pol.calls[0] == 2  # the silent episode's slot went to the third task
+
+
+def test_refill_bad_batch_size_is_one_line():
+    from parl_mt_lib.runtime import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+        run_episodes(OraclePolicy(), load_entries(["base"], limit=1), batch_size=0, progress=False)
+
+
+@pytest.mark.model
+def test_refill_plays_the_same_greedy_episodes_as_static_batches(toy):
+    """HF greedy on the toy: the same steps, prompt / completion token ids and verdicts with refill on as with the
+    old static batches, in fewer generate calls."""
+    from parl_mt_lib.policies import HFPolicy
+
+    model, tok = toy
+    tasks = load_entries(["base"], limit=8)  # 2 to 5 turns
+    ctx = make_context("progress", tool_docs="minimal")
+    runs = {}
+    for refill in (True, False):
+        pol = HFPolicy(model, tok, max_new_tokens=6, keep_tokens=True)
+        n = []
+        orig = pol.generate
+        pol.generate = lambda reqs, _o=orig, _n=n: (_n.append(len(reqs)), _o(reqs))[1]
+        eps = run_episodes(pol, tasks, ctx, batch_size=3, progress=False, refill=refill)
+        runs[refill] = (eps, n)
+    (new, n_new), (old, n_old) = runs[True], runs[False]
+    assert [e.task.id for e in new] == [t.id for t in tasks]
+    for a, b in zip(new, old):
+        assert [(s.output, s.prompt_ids, s.completion_ids) for s in a.steps] == \
+            [(s.output, s.prompt_ids, s.completion_ids) for s in b.steps]
+        assert score_trajectory(a.task.id, a.calls_per_turn()) == score_trajectory(b.task.id, b.calls_per_turn())
+    assert sum(n_new) == sum(n_old) and len(n_new) < len(n_old), (n_new, n_old)
