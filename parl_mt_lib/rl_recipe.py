@@ -57,7 +57,12 @@ class RLRecipe:
     bf16: bool = False
     gradient_checkpointing: bool = False
     seed: int = 0
-    rollout_backend: str = "hf"       # which generator plays the rollouts (parl_mt_lib.backends): hf | scripted | ...
+    rollout_backend: str = "hf"       # which generator plays the rollouts (parl_mt_lib.backends): hf | vllm
+    # off-policy correction (TRL's vllm_importance_sampling_correction): the sampler's log-probs are the behaviour
+    # policy; each token's policy term is weighted by exp(trainer_old - sampler), truncated at is_cap
+    # (parl_mt_lib.grpo.importance_weights). HF sampling is on-policy (weights ~1); vLLM's kernels differ slightly
+    is_mode: str = "token_truncate"   # token_truncate | token_mask | sequence_truncate | sequence_mask | none
+    is_cap: float = 3.0               # upper bound of the weight (TRL's vllm_importance_sampling_cap), >= 1
 
     def __post_init__(self):
         from .context import TOOL_DOCS
@@ -77,6 +82,12 @@ class RLRecipe:
         if self.rollout_backend not in RECIPE_BACKENDS:
             raise ConfigError(f"rollout_backend must be one of {sorted(RECIPE_BACKENDS)} in a recipe (others: pass a "
                               f"ready backend to train_rl), got {self.rollout_backend!r}")
+        from .grpo import IS_MODES
+
+        if self.is_mode not in IS_MODES:
+            raise ConfigError(f"is_mode must be one of {', '.join(IS_MODES)}, got {self.is_mode!r}")
+        if isinstance(self.is_cap, bool) or not isinstance(self.is_cap, (int, float)) or not self.is_cap >= 1:
+            raise ConfigError(f"is_cap must be a number >= 1 (an on-policy token's weight is 1), got {self.is_cap!r}")
         # the trainer scores the plain softmax at the sampling temperature: sampling must be exactly that
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0 for RL sampling, got {self.temperature}")
@@ -109,6 +120,7 @@ def rl_tasks(recipe: RLRecipe) -> tuple[list, list]:
     disjoint from the split's evaluation ids only (states not compared: BFCL reuses its configs); evaluation
     must then leave the training ids out (``evaluate(..., exclude_ids=splits.excluded_ids(recipe.data))``).
     """
+    from .envs import assert_trainable
     from .pag_build import load_pag
     from .splits import assert_disjoint, load_split
 
@@ -120,8 +132,8 @@ def rl_tasks(recipe: RLRecipe) -> tuple[list, list]:
         raise AssertionError(f"RL training tasks overlap held-out tasks: {sorted(set(train_ids) & set(held_ids))[:5]}")
     train = [tasks[i] for i in train_ids][:recipe.task_pool]
     split = load_split(data)
-    if split is None:
-        assert_disjoint(train)
+    if split is None:  # each benchmark's own rule: BFCL's overlap rule (synthetic data), τ-bench's train/test split
+        assert_trainable(train)
     else:
         outside = sorted(set(tasks) - set(split["train_ids"]))
         if outside:

@@ -174,8 +174,8 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     Off-policy correction as TRL's ``vllm_importance_sampling_correction``: the sampler's log-probs
     (``sample["logprobs"]``, recorded while generating: the engine's, the behaviour policy) enter through a
     truncated importance weight ``min(exp(old - sampler), cap)`` per token (:func:`~.grpo.importance_weights`;
-    mode and cap from the recipe's ``is_mode`` / ``is_cap`` when it has them, else ``token_truncate`` and TRL's
-    3.0) that multiplies the policy term; the clipped ratio's ``old`` are the trainer's own log-probs from the
+    mode and cap from the recipe's ``is_mode`` / ``is_cap``, by default ``token_truncate`` and TRL's 3.0) that
+    multiplies the policy term; the clipped ratio's ``old`` are the trainer's own log-probs from the
     first forward pass, before any step. A sample without sampler log-probs (a backend that cannot report
     them) gets weight 1. ``is_weight_mean`` / ``is_weight_min`` / ``is_weight_max``: the weights over those tokens.
     ``logprob_gap_mean`` / ``logprob_gap_max``: |sampler - trainer| log-prob over the completion tokens of the
@@ -194,7 +194,7 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     from .grpo import completion_logps, grpo_loss, importance_weights, pad_batch
 
     logps_fn = logps_fn or completion_logps
-    is_mode, is_cap = getattr(recipe, "is_mode", "token_truncate"), getattr(recipe, "is_cap", 3.0)
+    is_mode, is_cap = recipe.is_mode, float(recipe.is_cap)
     T = recipe.temperature  # log-probs of the distribution the samples were drawn from (top-p aside)
     mbs = [samples[i:i + recipe.micro_batch_size] for i in range(0, len(samples), recipe.micro_batch_size)]
     batches = [pad_batch(mb, pad_id, model.device) for mb in mbs]

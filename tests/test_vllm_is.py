@@ -36,3 +36,37 @@ def test_weight_multiplies_the_policy_term_not_the_kl():
     kl_plain, _ = grpo_loss(logp, logp.detach(), ref, adv, mask, 2, beta=0.5)
     kl_weighted, _ = grpo_loss(logp, logp.detach(), ref, adv, mask, 2, beta=0.5, is_weight=w)
     assert float(kl_weighted) - float(weighted) == pytest.approx(float(kl_plain) - float(plain))
+
+
+@pytest.mark.model
+def test_recipe_is_fields_validated_and_used_by_the_update(toy):
+    """``is_mode`` / ``is_cap`` are recipe fields (defaults: TRL's token_truncate at 3.0), bad values stop with one
+    line, and the update weights tokens with them: a sampler far less likely than the trainer (log-prob -20 per
+    token) gives weights capped at ``is_cap``, zeroed by ``token_mask``, 1 with ``none``."""
+    from parl_mt_lib.rl_recipe import load_rl_recipe
+    from parl_mt_lib.rl_update import update
+    from parl_mt_lib.runtime import ConfigError
+
+    base = load_rl_recipe("recipes/toy/pag_rl.yaml")
+    assert (base.is_mode, base.is_cap) == ("token_truncate", 3.0)
+    for bad, needle in [({"is_mode": "tis"}, "is_mode must be one of token_truncate"),
+                        ({"is_cap": 0.5}, "is_cap must be a number >= 1"), ({"is_cap": "3"}, "is_cap")]:
+        with pytest.raises(ConfigError, match=needle) as err:
+            load_rl_recipe("recipes/toy/pag_rl.yaml", bad)
+        assert "\n" not in str(err.value)
+    model, tok = toy
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    comp = tok(" ls()").input_ids
+    sample = {"prompt_ids": tok("hello").input_ids, "completion_ids": comp, "advantage": 1.0,
+              "logprobs": [-20.0] * len(comp)}
+    seen = {}
+    try:
+        for over in ({}, {"is_cap": 1.5}, {"is_mode": "token_mask"}, {"is_mode": "none"}):
+            recipe = load_rl_recipe("recipes/toy/pag_rl.yaml", {"learning_rate": 0.0, **over})
+            opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+            row = update(model, opt, [dict(sample)], recipe, tok.pad_token_id, None)
+            seen[str(over)] = (row["is_weight_min"], row["is_weight_max"])
+    finally:
+        model.load_state_dict(start)
+    assert seen == {"{}": (3.0, 3.0), "{'is_cap': 1.5}": (1.5, 1.5), "{'is_mode': 'token_mask'}": (0.0, 0.0),
+                    "{'is_mode': 'none'}": (1.0, 1.0)}, seen
