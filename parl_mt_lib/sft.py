@@ -210,6 +210,13 @@ def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool 
             "global_step": trainer.state.global_step, "fingerprint": card["fingerprint"]}
 
 
+def training_device() -> str:
+    """The device :func:`make_trainer` trains on (the first GPU, else the CPU); held-out evaluation runs there too."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def evaluate_sft_model(path, view: str, recipe: SFTRecipe, eval_limit: int | None = 150,
                        task_limit: int | None = 40) -> dict:
     """Held-out synthetic metrics of one model (:mod:`parl_mt_lib.sft_eval`): the headline ones from free-running
@@ -224,7 +231,7 @@ def evaluate_sft_model(path, view: str, recipe: SFTRecipe, eval_limit: int | Non
     splits, tasks = load_pag(repo_path(recipe.data))
     val = splits["validation"]
     val_tasks = [tasks[i] for i in sorted({e["task_id"] for e in val})][:task_limit]
-    model = AutoModelForCausalLM.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).to(training_device()).eval()  # where it was trained
     tok = AutoTokenizer.from_pretrained(path)
     m = trajectory_metrics(play(model, tok, val_tasks, view, recipe.tool_docs), view)
     tf = teacher_forced_metrics(model, tok, val, tasks, view, recipe.tool_docs, limit=eval_limit)

@@ -68,3 +68,52 @@ def test_step_verdicts_name_positional_arguments_from_the_task_docs():
 
     e = entry_by_id("multi_turn_base_0")
     assert step_verdicts(_episode(["[cd('document')]"], e))[0] is True
+
+
+@pytest.mark.model
+def test_play_batches_steps_with_the_same_greedy_episodes(toy_path, pag_dir):
+    """``play`` sends several episodes' steps per ``generate`` call (it sent one prompt per call) and plays the same
+    greedy episodes as one prompt per call -- with a tokenizer that pads on the right, as ``AutoTokenizer`` loads
+    the toy's (``evaluate_sft_model`` does): batched generation needs left padding, taken on a copy."""
+    from transformers import AutoTokenizer
+
+    from parl_mt_lib import sft_eval
+    from parl_mt_lib.context import make_context
+    from parl_mt_lib.models import load_model
+    from parl_mt_lib.policies import HFPolicy
+    from parl_mt_lib.rollout import run_episodes
+
+    model, left_tok = load_model(str(toy_path))  # a fresh copy: generate is wrapped below
+    tok = AutoTokenizer.from_pretrained(toy_path)
+    assert tok.padding_side == "right"
+    splits, tasks = load_pag(pag_dir)
+    val = [tasks[i] for i in sorted({e["task_id"] for e in splits["validation"]})][:6]
+    rows = []
+    orig = model.generate
+    model.generate = lambda *a, **kw: (rows.append(kw["input_ids"].shape[0]), orig(*a, **kw))[1]
+    eps = sft_eval.play(model, tok, val, "progress", "minimal", max_new_tokens=8)
+    n_steps = sum(len(e.steps) for e in eps)
+    assert len(rows) < n_steps and max(rows) > 1, (rows, n_steps)
+    assert tok.padding_side == "right"  # the caller's tokenizer is left as it was
+    del model.generate
+    one = run_episodes(HFPolicy(model, left_tok, max_new_tokens=8, micro_batch_size=1), val,
+                       make_context("progress", tool_docs="minimal"), progress=False)
+    assert [[s.output for s in e.steps] for e in eps] == [[s.output for s in e.steps] for e in one]
+
+
+def test_sft_evaluation_runs_on_the_training_device(monkeypatch, toy_path, pag_dir):
+    """``evaluate_sft_model`` puts the model where training ran (:func:`parl_mt_lib.sft.training_device`; it
+    loaded it on the CPU whatever the device). ``meta`` stands in for a GPU here; the metrics are stubbed."""
+    from parl_mt_lib import sft, sft_eval
+
+    seen = {}
+    monkeypatch.setattr(sft, "training_device", lambda: "meta")
+    monkeypatch.setattr(sft_eval, "play", lambda model, *a, **k: seen.setdefault("play", model.device.type) and [])
+    monkeypatch.setattr(sft_eval, "trajectory_metrics", lambda eps, view: dict.fromkeys(
+        ("task_success", "format_validity", "step_accuracy", "call_accuracy", "n_steps", "n_call_steps", "n_tasks",
+         "samples"), 0))
+    monkeypatch.setattr(sft_eval, "teacher_forced_metrics",
+                        lambda model, *a, **k: seen.setdefault("tf", model.device.type) and {})
+    recipe = sft.load_recipe("recipes/toy/sft.yaml", {"data": str(pag_dir), "model": str(toy_path)})
+    sft.evaluate_sft_model(str(toy_path), "progress", recipe)
+    assert seen == {"play": "meta", "tf": "meta"}
