@@ -15,8 +15,10 @@ interpreter when vLLM is importable here (the GPU extra) -- and :class:`VLLMBack
   :func:`parl_mt_lib.policies.checkpoint_generation_defaults_off` does for HF;
 * **prefix caching** (``--enable-prefix-caching``: the shared system prompt and tool docs are prefilled once) and
   **continuous batching**: all requests of a driver step are in flight at once (a thread each) and the engine
-  schedules them token by token, so a short completion frees its slot at once (the driver still waits for the
-  step's slowest request before the next step; see README);
+  schedules them token by token, so a short completion frees its slot at once; across episodes the driver
+  (:func:`parl_mt_lib.rollout.run_episodes`) gives a finished episode's slot to the next pending task, so no
+  episode waits for a finished one (within a step the driver still waits for the step's slowest request: the
+  next step's prompt needs its tool results; see README);
 * **weights each iteration** (:meth:`VLLMBackend.load_weights`, the RL loop calls it after every update): a PEFT
   model -> its adapter is saved and loaded as a *new* LoRA adapter (``/v1/load_lora_adapter``; the next requests
   name it; no merge; the old one is unloaded); full fine-tuning -> the weights are saved as safetensors and loaded

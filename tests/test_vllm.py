@@ -2,7 +2,8 @@
 reshaped for vLLM's CPU attention (:data:`parl_mt_lib.backends_vllm.VLLM_TOY`, head_dim 32):
 
 * token ids and sampler log-probs of every step equal the trainer's (fp32), sampling follows torch's seed;
-* evaluation (what notebook 05 runs) gives the same turns and official verdicts as HF ``generate``, greedy;
+* notebook 05's evaluation with ``rollout_backend: vllm`` gives the same turns and official verdicts as HF
+  ``generate``, greedy;
 * weights each iteration: full fine-tuning (weights loaded into the running engine, tied LM head included) and
   LoRA (a new adapter per sync) -- after a real change the gap stays ~0, while the stale engine's would not;
 * two PAG-RL iterations with ``rollout_backend: vllm`` and the same two with ``hf``, both logging the gap.
@@ -20,7 +21,6 @@ from parl_mt_lib.bfcl import load_entries
 from parl_mt_lib.context import make_context
 from parl_mt_lib.grpo import completion_logps, pad_batch
 from parl_mt_lib.models import load_model
-from parl_mt_lib.policies import HFPolicy
 from parl_mt_lib.rollout import run_episodes
 
 pytestmark = [pytest.mark.model,
@@ -90,22 +90,29 @@ def test_sampling_with_bfcl_length_prompts(engine, vtoy):
     assert max(_gaps(model, tok, eps, 0.7)) < 1e-4
 
 
-def test_evaluation_gives_the_same_turns_and_verdicts_as_hf(engine, vtoy, tmp_path):
-    """What notebook 05 runs (``evaluate``), greedy, BFCL entries with their full tool docs: vLLM and HF play the
-    same calls and get the same official verdicts."""
+def test_notebook_05_with_rollout_backend_vllm_scores_as_hf(tmp_path):
+    """What notebook 05 runs with ``rollout_backend = "vllm"``: ``evaluate(<model dir>, rollout_backend="vllm")``
+    starts an engine on the directory through the backend registry and closes it at the end. Greedy, BFCL entries
+    with their full tool docs, two episodes in flight (a finished one's slot refilled): the same calls, turns and
+    official verdicts per entry as ``rollout_backend="hf"``; each run records its engine, and the fingerprint
+    keeps the two directories apart."""
     from parl_mt_lib.evaluate import evaluate
+    from parl_mt_lib.runtime import ConfigError, read_fingerprint
 
-    model, tok = vtoy
-    entries = load_entries(["base", "miss_param"], limit=2)
-    engine.temperature, engine.max_new_tokens = 0.0, 16
+    path = str(vllm_toy_path())
+    kw = dict(limit=2, max_new_tokens=16, batch_size=2, progress=False)
     rows = {}
-    for name, pol in (("vllm", engine), ("hf", HFPolicy(model, tok, max_new_tokens=16, name="hf-vtoy"))):
-        evaluate(policy_obj=pol, entries=entries, results_dir=tmp_path / name, progress=False, max_new_tokens=16)
-        rows[name] = {r["id"]: r for r in map(json.loads, (tmp_path / name / "entries.jsonl").read_text().splitlines())}
-    engine.temperature = 0.7
-    assert rows["vllm"].keys() == rows["hf"].keys() == {e.id for e in entries}
+    for backend in ("vllm", "hf"):
+        out = tmp_path / backend
+        m = evaluate(path, ["base", "miss_param"], results_dir=out, rollout_backend=backend, **kw)
+        assert m["config"]["rollout_backend"] == backend
+        rows[backend] = {r["id"]: r for r in map(json.loads, (out / "entries.jsonl").read_text().splitlines())}
+    assert read_fingerprint(tmp_path / "vllm")["config"]["rollout_backend"] == "vllm"
+    with pytest.raises(ConfigError, match="rollout_backend"):  # an HF directory is not resumed by vLLM
+        evaluate(path, ["base", "miss_param"], results_dir=tmp_path / "hf", rollout_backend="vllm", **kw)
+    assert rows["vllm"].keys() == rows["hf"].keys() and len(rows["hf"]) == 4
     for i in rows["hf"]:
-        for k in ("valid", "turns", "turn_end", "n_steps", "prompt_tokens", "completion_tokens"):
+        for k in ("valid", "error_type", "turns", "turn_end", "n_steps", "prompt_tokens", "completion_tokens"):
             assert rows["vllm"][i][k] == rows["hf"][i][k], (i, k)
 
 
