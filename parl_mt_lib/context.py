@@ -29,8 +29,11 @@ from .runtime import ConfigError
 PROMPTINGS = ("plain", "cot")
 STYLES = ("python", "json")
 # full: BFCL's JSON docs; names: one line per function; none: no docs; minimal: no docs and only BFCL's
-# output-format sentence (the toy curriculum: on 2 CPU cores every prompt token costs training time)
-TOOL_DOCS = ("full", "names", "none", "minimal")
+# output-format sentence (the toy curriculum: on 2 CPU cores every prompt token costs training time); signatures:
+# that sentence + one line per function, ``name(required, optional=...)`` (~200 SmolLM2 tokens for two BFCL classes
+# vs ~665 for names and ~5.5k for full: the compact docs a real model on 2 cores can train with, LOG.md 2026-11-25)
+TOOL_DOCS = ("full", "names", "none", "minimal", "signatures")
+SHORT_DOCS = ("minimal", "signatures")  # one-sentence prompt and the short progress instruction
 MINIMAL_FORMAT = "[func(param=value)]"
 MINIMAL_PROMPT = f"You are an expert in composing functions. Answer with function calls in the format {MINIMAL_FORMAT}."
 JSON_FORMAT = '<tool_call>{"name": ..., "arguments": {...}}</tool_call>'  # style json (Qwen2.5 / Hermes)
@@ -47,6 +50,22 @@ def _doc_lines(functions: list[dict]) -> str:
         params = ", ".join(f.get("parameters", {}).get("properties", {}))
         desc = f.get("description", "").split("Tool description:")[-1].split(". ")[0].strip().rstrip(".")
         lines.append(f"- {f['name']}({params}): {desc}")
+    return "\n".join(lines)
+
+
+def _signature_lines(functions: list[dict]) -> str:
+    """One line per function: its name and parameters, optional ones as ``name=...``.
+
+    >>> _signature_lines([{"name": "cp", "parameters": {"properties": {"src": {}, "dst": {}, "force": {}},
+    ...                                                 "required": ["src", "dst"]}}])
+    'cp(src, dst, force=...)'
+    """
+    lines = []
+    for f in functions:
+        spec = f.get("parameters", {})
+        required = set(spec.get("required", []))
+        params = ", ".join(p if p in required else f"{p}=..." for p in spec.get("properties", {}))
+        lines.append(f"{f['name']}({params})")
     return "\n".join(lines)
 
 
@@ -72,7 +91,7 @@ def call_format(style: str = "python", tool_docs: str = "full") -> str:
     check_prompt_options(style, "plain", tool_docs)
     if style == "json":
         return JSON_FORMAT
-    return MINIMAL_FORMAT if tool_docs == "minimal" else OUTPUT_FORMAT_MAPPING["python"]
+    return MINIMAL_FORMAT if tool_docs in SHORT_DOCS else OUTPUT_FORMAT_MAPPING["python"]
 
 
 def tools_section(functions: list[dict] | None, style: str = "python", tool_docs: str = "full") -> str:
@@ -85,6 +104,8 @@ def tools_section(functions: list[dict] | None, style: str = "python", tool_docs
         return ""
     if tool_docs == "names":
         return "Functions you can invoke:\n" + _doc_lines(functions or []) + "\n"
+    if tool_docs == "signatures":
+        return "Functions you can invoke:\n" + _signature_lines(functions or []) + "\n"
     return PROMPT_STYLE_TEMPLATES["classic"]["available_tools"].format(format="json",
                                                                       functions=json.dumps(functions, indent=4))
 
@@ -96,14 +117,21 @@ def system_prompt(functions: list[dict] | None, style: str = "python", prompting
     ``style="json"`` drops the docs and the Python output format: the tools then go through the chat
     template's ``tools=`` argument and calls are ``<tool_call>`` JSON (Qwen2.5 / Hermes format).
     ``tool_docs="names"`` lists one line per function instead of the JSON docs; ``"none"`` lists none;
-    ``"minimal"`` is one sentence (the toy curriculum: a 2-core CPU cannot train on ~9k-token prompts).
+    ``"minimal"`` is one sentence (the toy curriculum: a 2-core CPU cannot train on ~9k-token prompts);
+    ``"signatures"`` is that sentence and one line per function (a real model's compact docs).
+
+    >>> print(system_prompt([{"name": "pwd", "parameters": {"properties": {}}}], tool_docs="signatures"))
+    You are an expert in composing functions. Answer with function calls in the format [func(param=value)].
+    Functions you can invoke:
+    pwd()
     """
     from bfcl_eval.constants.default_prompts import PROMPT_STYLE_TEMPLATES, PROMPT_TEMPLATE_MAPPING
 
     check_prompt_options(style, prompting, tool_docs)
     t = PROMPT_STYLE_TEMPLATES["classic"]
-    if tool_docs == "minimal":
-        return MINIMAL_PROMPT + ("\n" + COT_INSTRUCTION if prompting == "cot" else "")
+    if tool_docs in SHORT_DOCS:
+        docs = "\n" + tools_section(functions, style, tool_docs).rstrip("\n") if tool_docs == "signatures" else ""
+        return MINIMAL_PROMPT + docs + ("\n" + COT_INSTRUCTION if prompting == "cot" else "")
     if style == "python":
         fmt = t["tool_call_no_tag"].format(output_format=call_format(style, tool_docs), param_types="")
         text = PROMPT_TEMPLATE_MAPPING["plaintext"].format(persona=t["persona"], task=t["task"],
@@ -185,7 +213,7 @@ class ProgressContext(FullHistoryContext):
         from .envs import benchmark_of
 
         msg = super().system_message(task)
-        extra = benchmark_of(task).progress_instruction(short=self.tool_docs == "minimal")
+        extra = benchmark_of(task).progress_instruction(short=self.tool_docs in SHORT_DOCS)
         return {"role": "system", "content": msg["content"] + "\n\n" + extra}
 
     def messages(self, episode) -> list[dict]:

@@ -1,0 +1,39 @@
+"""Tool-docs modes of the system prompt: every function of the task is listed in ``signatures`` (required first,
+optional as ``=...``), the prompt is far shorter than BFCL's JSON docs, and both progress and full-history contexts
+use the one-sentence format and the short progress instruction with it."""
+import pytest
+
+from parl_mt_lib.bfcl import entry_by_id
+from parl_mt_lib.context import FullHistoryContext, ProgressContext, system_prompt
+from parl_mt_lib.progress_format import INSTRUCTION_SHORT
+from parl_mt_lib.runtime import ConfigError
+
+
+@pytest.fixture(scope="module")
+def entry():
+    return entry_by_id("multi_turn_base_0")
+
+
+def test_signatures_list_every_function_with_required_params_first(entry):
+    text = system_prompt(entry.functions, tool_docs="signatures")
+    lines = text.splitlines()
+    for f in entry.functions:
+        (line,) = [ln for ln in lines if ln.startswith(f["name"] + "(")]
+        req = f["parameters"].get("required", [])
+        for p in f["parameters"]["properties"]:
+            assert (p in line) and ((p + "=...") in line) == (p not in req), (line, p)
+    assert len(text) < len(system_prompt(entry.functions, tool_docs="names")) < len(
+        system_prompt(entry.functions, tool_docs="full"))
+
+
+@pytest.mark.parametrize("ctx", [FullHistoryContext, ProgressContext])
+def test_signatures_keep_the_short_format_sentence(entry, ctx):
+    sys_text = ctx(tool_docs="signatures").system_message(entry)["content"]
+    assert sys_text.startswith(system_prompt([], tool_docs="minimal"))
+    assert ("ls(" in sys_text) and ("[func(param=value)]" in sys_text)
+    assert (INSTRUCTION_SHORT in sys_text) == (ctx is ProgressContext)
+
+
+def test_unknown_mode_is_one_line():
+    with pytest.raises(ConfigError, match="unknown tool_docs 'sigs'"):
+        system_prompt([], tool_docs="sigs")
