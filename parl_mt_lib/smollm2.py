@@ -97,12 +97,12 @@ def _is_current(path: Path) -> bool:
 
 def _dequantised(gguf: Path):
     """(plain ``LlamaForCausalLM`` in fp32 with the de-quantised weights, tokenizer) from the GGUF file."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM
-
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError(f"model 'smollm2' needs the package {GGUF_PIN} to read its GGUF file; run `make install`, "
                           f"or `.venv/bin/pip install {GGUF_PIN}`")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM
+
     kw = {"gguf_file": gguf.name}
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **kw)

