@@ -75,12 +75,13 @@ def test_cache_is_reused_only_while_its_stamp_matches(tmp_path):
 
 @pytest.fixture(scope="module")
 def sft_run(smollm2_path, pag_dir, tmp_path_factory):
-    """One LoRA SFT step on SmolLM2 (progress view, minimal tool docs: ~130-token rows), through train_sft."""
+    """One LoRA SFT step on SmolLM2 (one row of the progress view, minimal tool docs: ~150-300 tokens), through
+    train_sft."""
     from parl_mt_lib.sft import load_recipe, train_sft
 
     recipe = load_recipe("recipes/toy/sft.yaml", {
         "model": "smollm2", "data": str(pag_dir), "full_finetune": False, "lora": True, "lora_r": 4,
-        "learning_rate": 3e-4, "max_steps": 1, "per_device_train_batch_size": 2, "max_length": 512,
+        "learning_rate": 3e-4, "max_steps": 1, "per_device_train_batch_size": 1, "max_length": 512,
         "save_steps": 1000, "logging_steps": 1})
     return train_sft(recipe, tmp_path_factory.mktemp("smollm2_sft") / "run")
 
