@@ -103,7 +103,7 @@ def _dequantised(gguf: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM
 
-    kw = {"gguf_file": gguf.name}
+    kw = {"gguf_file": gguf.name, "local_files_only": True}  # never the hub
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **kw)
     config = loaded.config
