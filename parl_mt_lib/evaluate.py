@@ -275,11 +275,8 @@ def make_eval_policy(policy, rollout_backend: str | None, *, seed: int = 0, styl
         return make_policy(policy, seed=seed, style=style, base_url=base_url, max_new_tokens=max_new_tokens,
                            temperature=temperature)
     opts = dict(seed=seed, style=style, max_new_tokens=max_new_tokens, temperature=temperature)
-    if rollout_backend == "vllm":  # the dtype HF would load it in (vLLM's "auto" runs a float32 model in half)
-        import torch
-
-        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-        return make_rollout_backend("vllm", model_path=str(policy), dtype=dtype, **opts)
+    if rollout_backend == "vllm":  # in the dtype HF would load it in (the backend's default for a directory)
+        return make_rollout_backend("vllm", model_path=str(policy), **opts)
     from .models import load_model
 
     model, tok = load_model(policy)
