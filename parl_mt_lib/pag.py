@@ -25,6 +25,7 @@ from .env import Environment
 from .progress import TeacherPolicy, TemplateTeacher
 from .progress_format import format_progress, parse_progress
 from .rollout import run_episodes
+from .runtime import ConfigError
 
 
 def _without_system(msgs: list[dict]) -> list[dict]:
@@ -208,21 +209,35 @@ def executes_same(ex: dict, task) -> bool:
 
 # ------------------------------------------------------------------ SFT views
 
-def build_messages(ex: dict, task, view: str, tool_docs: str = "full") -> list[dict]:
-    """The full prompt of an example: system prompt rebuilt from the task's docs in ``tool_names`` order."""
-    from .bfcl import Entry
+VIEWS = ("progress", "plain")
 
-    docs = {d["name"]: d for d in task.functions}
-    shown = Entry(id=task.id, category=task.category, turns=task.turns, initial_config=task.initial_config,
-                  involved_classes=task.involved_classes, functions=[docs[n] for n in ex["tool_names"] if n in docs])
+
+def build_messages(ex: dict, task, view: str, tool_docs: str = "full") -> list[dict]:
+    """The full prompt of an example: the system message the task's own benchmark writes (BFCL's prompt, or
+    τ-bench's with its domain policy: :meth:`parl_mt_lib.envs.Benchmark.system_prompt`), with the task's docs in the
+    example's ``tool_names`` order (all of them when it names none), then the recorded context.
+
+    >>> from parl_mt_lib.envs.tau2 import load_tasks
+    >>> (t,) = load_tasks("retail", "train", limit=1)
+    >>> msgs = build_messages({"plain_messages": [{"role": "user", "content": "hi"}]}, t, "plain")
+    >>> t.instructions in msgs[0]["content"], msgs[1]
+    (True, {'role': 'user', 'content': 'hi'})
+    """
+    if view not in VIEWS:
+        raise ConfigError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
+    shown = task
+    if ex.get("tool_names") is not None:  # a copy of the task (benchmark, instructions, ...) showing these docs
+        docs = {d["name"]: d for d in task.functions}
+        shown = copy.copy(task)
+        shown.functions = [docs[n] for n in ex["tool_names"] if n in docs]
     ctx = (ProgressContext if view == "progress" else FullHistoryContext)(style=ex.get("style", "python"),
                                                                          tool_docs=tool_docs)
-    key = "progress_messages" if view == "progress" else "plain_messages"
-    return [ctx.system_message(shown)] + copy.deepcopy(ex[key])
+    return [ctx.system_message(shown)] + copy.deepcopy(ex[f"{view}_messages"])
 
 
 def sft_rows(examples: list[dict], tasks: dict, view: str, tool_docs: str = "full") -> list[dict]:
-    """TRL prompt/completion rows (completion-only loss): ``progress`` or ``plain`` view."""
+    """TRL prompt/completion rows (completion-only loss): ``progress`` or ``plain`` view, for any benchmark's PAG
+    examples (the system message comes from the task's benchmark: :func:`build_messages`)."""
     key = "completion_progress" if view == "progress" else "completion_plain"
     return [{"prompt": build_messages(ex, tasks[ex["task_id"]], view, tool_docs),
              "completion": [{"role": "assistant", "content": ex[key]}]} for ex in examples]

@@ -276,9 +276,15 @@ def load_pag(out_dir="results/01_pag"):
     out = Path(out_dir)
     if not (out / "card.json").exists():
         raise ConfigError(f"no PAG dataset in {out}; run notebooks/01_pag_synthesis.ipynb (or build_pag) first")
+    from .envs import tasks_from_refs
+
+    rows = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    # a benchmark package's tasks (τ-bench) are stored as references, read back from the package and asserted
+    # trainable (never an evaluation task); BFCL and synthetic tasks are stored whole
+    refs = iter(tasks_from_refs([d for d in rows if "benchmark" in d]))
     tasks = {}
-    for line in (out / "tasks.jsonl").read_text().splitlines():
-        t = entry_from_dict(json.loads(line))
+    for d in rows:
+        t = next(refs) if "benchmark" in d else entry_from_dict(d)
         tasks[t.id] = t
     splits = {n: [json.loads(l) for l in (out / f"{n}.jsonl").read_text().splitlines()]
               for n in ("train", "validation")}

@@ -6,7 +6,8 @@ correctness, task success, efficiency) but gives no weights; ours live in the re
 (``recipes/*/pag_rl.yaml``) and are documented there.
 
 * ``format``      1 if the output is well formed: ``<summary>…</summary><plan>…</plan>`` then a parseable call
-                  list or nothing (progress view); a parseable call list or nothing (plain view).
+                  list or nothing (progress view); a parseable call list or nothing (plain view); on τ-bench
+                  the message to the user in place of the calls (a step the driver took as the reply).
 * ``call``        per call, 1 if it equals a gold call of the turn not yet made and executed without error;
                   0.25 + 0.5 x (share of that gold call's arguments matched) if the function is right but
                   the call is not exact; 0 else. A step without calls scores 1 if every gold call of the turn
@@ -120,7 +121,16 @@ def _call_score(call_text: str, result: str, remaining: list[str]) -> float:
 
 
 def format_reward(s: StepView) -> float:
-    return float(s.error is None and format_ok(s.completion, s.view))
+    """:func:`format_ok`; and a message to the user (τ-bench) — prose without call syntax, which the driver takes as
+    the turn's reply (on BFCL it is a failed step, ``error`` set) — is well formed when the view's block leads it."""
+    from .rollout import looks_like_calls
+
+    if s.error is not None:
+        return 0.0
+    if format_ok(s.completion, s.view):
+        return 1.0
+    reply = not s.calls and not looks_like_calls(s.completion)
+    return float(reply and (s.view != "progress" or progress_ok(s.completion)))
 
 
 def call_reward(s: StepView) -> float:

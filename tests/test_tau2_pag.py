@@ -24,9 +24,11 @@ def test_examples_come_from_the_train_split_and_are_verified_by_tau2(pag):
     assert {t.split for t in tasks.values()} == {"train"} and {t.domain for t in tasks.values()} == set(T.DOMAINS)
     test_ids = {t.id for d in T.DOMAINS for t in T.load_tasks(d, "test")}
     assert not set(tasks) & test_ids
-    assert card["n_examples"] == len(examples) > 0 and card["dropped_tasks"] == []
+    n = card["n_examples"]
+    assert n["train"] + n["validation"] == len(examples) > 0 and card["dropped_tasks"] == []
     assert all(e["verified"] is True for e in examples)
-    assert (out / "examples.jsonl").read_text().count("\n") == len(examples) and (out / "card.json").exists()
+    assert sum((out / f"{k}.jsonl").read_text().count("\n") for k in ("train", "validation")) == len(examples)
+    assert (out / "tasks.jsonl").read_text().count("\n") == len(tasks) and (out / "card.json").exists()
     # one example per teacher step: every gold call, and one reply per scripted turn
     for tid, task in tasks.items():
         mine = [e for e in examples if e["task_id"] == tid]

@@ -102,6 +102,15 @@ class Benchmark:
 
         return INSTRUCTION_SHORT if short else INSTRUCTION
 
+    def task_from_dict(self, d: dict):
+        """A task from the reference a PAG directory's ``tasks.jsonl`` holds for it (benchmarks whose tasks come from
+        a package: τ-bench). BFCL and synthetic tasks are stored whole instead (``synth.entry_to_dict``)."""
+        raise ConfigError(f"benchmark {self.name!r} has no task references; its tasks are stored whole")
+
+    def assert_trainable(self, tasks: list) -> None:
+        """Stop with one line if any of these tasks may not be trained on (it is, or overlaps, one of the benchmark's
+        evaluation tasks). The default has no evaluation split to protect; BFCL and τ-bench override it."""
+
     def turn_scores(self, task, episode) -> list[bool]:
         """Verdict of the episode's turns ``[0..t]`` for every played turn ``t``. The default scores only the
         whole episode (its verdict on the last turn, False before); benchmarks with per-turn gold override it."""
@@ -171,6 +180,25 @@ def get_benchmark(name: str) -> Benchmark:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown benchmark {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def assert_trainable(tasks: list) -> None:
+    """Each task's benchmark checks that its tasks may be trained on (:meth:`Benchmark.assert_trainable`: BFCL's
+    overlap rule, τ-bench's train/test split); what the RL and SFT entry points call on their training data."""
+    groups: dict[str, tuple[Benchmark, list]] = {}
+    for t in tasks:
+        b = benchmark_of(t)
+        groups.setdefault(b.name, (b, []))[1].append(t)
+    for b, ts in groups.values():
+        b.assert_trainable(ts)
+
+
+def tasks_from_refs(refs: list[dict]) -> list:
+    """Tasks from ``tasks.jsonl`` references (``{"benchmark": name, ...}``), asserted trainable: a PAG directory holds
+    training tasks only, so reading one that names an evaluation task stops with one line."""
+    tasks = [get_benchmark(d["benchmark"]).task_from_dict(d) for d in refs]
+    assert_trainable(tasks)
+    return tasks
 
 
 def benchmark_of(task) -> Benchmark:

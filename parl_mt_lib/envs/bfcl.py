@@ -40,6 +40,12 @@ class BFCLBenchmark(Benchmark):
 
         return score_entry(task, episode.calls_per_turn())
 
+    def assert_trainable(self, tasks: list) -> None:
+        """BFCL's overlap rule against every evaluation entry (:func:`parl_mt_lib.splits.assert_disjoint`)."""
+        from ..splits import assert_disjoint
+
+        assert_disjoint(tasks)
+
     def turn_scores(self, task, episode) -> list[bool]:
         """Official checker on turns ``[0..t]`` (gold and user turns cut at ``t``) for every played turn ``t``."""
         from ..evaluate import score_entry

@@ -771,6 +771,14 @@ class Tau2Benchmark(Benchmark):
     def progress_instruction(self, short: bool = False) -> str:
         return progress_instruction(short)
 
+    def task_from_dict(self, d: dict) -> Tau2Task:
+        """A task from its reference (``envs.tau2_pag.task_ref``): benchmark, tau2 id, user source."""
+        return make_task(self.domain, d["tau2_id"], user=d.get("user", "scripted"), user_options=d.get("user_options"))
+
+    def assert_trainable(self, tasks: list) -> None:
+        """No task of tau2's test split, and none equal to one (:func:`assert_disjoint`)."""
+        assert_disjoint(tasks, load_tasks(self.domain, "test"))
+
     def environment(self, task):
         return Tau2Environment(task)
 

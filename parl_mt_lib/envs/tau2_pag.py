@@ -114,12 +114,20 @@ def step_examples(task, teacher=None, style: str = "python", verify: bool = Fals
 
 
 def build(domains=T.DOMAINS, *, limit: int | None = None, style: str = "python", seed: int = 0,
-          verify: bool = True, out_dir=None) -> dict:
+          verify: bool = True, val_fraction: float = 0.1, out_dir=None) -> dict:
     """PAG examples for the training tasks of ``domains`` (tau2's train split; ``limit`` per domain). Asserts that
-    no training task is a test task. With ``out_dir`` writes ``examples.jsonl`` and ``card.json``. Returns
-    ``{"examples", "tasks", "card"}``."""
-    from ..runtime import atomic_write_json, provenance
+    no training task is a test task. ``val_fraction`` of the training tasks (seeded shuffle, at least one when there
+    are two or more) are held out as ``validation`` (what notebooks 02-04 evaluate during training; tau2's test split
+    is for notebook 05 and 06 only). With ``out_dir`` writes a PAG directory that notebooks 02 (SFT), 03 and 04 (RL)
+    read like any other (:func:`parl_mt_lib.pag_build.load_pag`): ``train.jsonl``, ``validation.jsonl``,
+    ``tasks.jsonl`` (one reference per task: benchmark, tau2 id, user source; the task itself comes from the package
+    when read) and ``card.json``. Returns ``{"examples", "train", "validation", "tasks", "card"}``."""
+    import random
 
+    from ..runtime import atomic_dir, atomic_write_json, provenance
+
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     t0 = time.time()
     tasks = [t for d in domains for t in T.load_tasks(d, SOURCE_SPLIT, limit=limit)]
     T.assert_disjoint(tasks, [t for d in domains for t in T.load_tasks(d, "test")])
@@ -130,36 +138,74 @@ def build(domains=T.DOMAINS, *, limit: int | None = None, style: str = "python",
             dropped.append(task.id)
             continue
         examples += exs
-    card = {"source": f"tau2 {SOURCE_SPLIT} split", "domains": list(domains), "n_tasks": len(tasks),
-            "n_examples": len(examples), "by_kind": {k: sum(e["kind"] == k for e in examples) for k in ("call", "reply")},
+    order = sorted(t.id for t in tasks)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(val_fraction * len(order))) if len(order) > 1 and val_fraction > 0 else 0
+    val_ids = set(order[:n_val])
+    train = [e for e in examples if e["task_id"] not in val_ids]
+    val = [e for e in examples if e["task_id"] in val_ids]
+    card = {"source": f"tau2 {SOURCE_SPLIT} split", "benchmark": "tau2", "domains": list(domains),
+            "n_tasks": len(tasks), "n_tasks_validation": len(val_ids),
+            "n_examples": {"train": len(train), "validation": len(val)},
+            "by_kind": {k: sum(e["kind"] == k for e in examples) for k in ("call", "reply")},
             "verified_by": "tau2 evaluator (teacher episode reward 1.0)" if verify else None,
             "dropped_tasks": dropped, "user": T.user_provenance("scripted"),
-            "disjoint_from_test": "asserted (envs.tau2.assert_disjoint against every test task of these domains)",
-            "teacher": "template", "style": style, "seed": seed,
-            "provenance": provenance(wall_clock_s=round(time.time() - t0, 2), tau2=T._version())}
+            "disjoint_from_test": "asserted (envs.tau2.assert_disjoint against every test task of these domains, "
+                                  "at build and again whenever the directory is read)",
+            "teacher": "template", "style": style, "seed": seed, "val_fraction": val_fraction,
+            "provenance": provenance(seeds=[seed], wall_clock_s=round(time.time() - t0, 2), tau2=T._version())}
     if out_dir is not None:
-        from ..runtime import append_jsonl
+        with atomic_dir(Path(out_dir)) as tmp:
+            for name, rows in (("train", train), ("validation", val)):
+                (tmp / f"{name}.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+            (tmp / "tasks.jsonl").write_text("".join(json.dumps(task_ref(t)) + "\n" for t in tasks))
+            atomic_write_json(tmp / "card.json", card)
+    return {"examples": examples, "train": train, "validation": val, "tasks": {t.id: t for t in tasks}, "card": card}
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "examples.jsonl").unlink(missing_ok=True)
-        for ex in examples:
-            append_jsonl(out / "examples.jsonl", ex)
-        atomic_write_json(out / "card.json", card)
-    return {"examples": examples, "tasks": {t.id: t for t in tasks}, "card": card}
+
+def task_ref(task) -> dict:
+    """How a PAG directory's ``tasks.jsonl`` names a τ-bench task: the package holds the task itself.
+
+    >>> task_ref(T.make_task("retail", "0"))
+    {'benchmark': 'tau2_retail', 'tau2_id': '0', 'user': 'scripted', 'user_options': {}}
+    """
+    return {"benchmark": task.benchmark, "tau2_id": task.tau2_id, "user": task.user,
+            "user_options": dict(task.user_options)}
 
 
 def sft_rows(examples: list[dict], tasks: dict, view: str = "progress", tool_docs: str = "full") -> list[dict]:
-    """TRL prompt/completion rows: the system message rebuilt from the task (tool docs + the domain policy; the
-    progress view adds the progress instruction), then the recorded context; the completion is the target."""
-    from ..context import FullHistoryContext, ProgressContext
+    """TRL prompt/completion rows of τ-bench examples: :func:`parl_mt_lib.pag.sft_rows` (the system message from the
+    task's benchmark: tau2's agent template with the domain policy; the progress view adds the progress
+    instruction), then the recorded context; the completion is the target."""
+    from ..pag import sft_rows as rows
 
-    if view not in ("progress", "plain"):
-        raise ConfigError(f"unknown view {view!r}; choose progress or plain")
-    rows = []
-    for ex in examples:
-        ctx = (ProgressContext if view == "progress" else FullHistoryContext)(style=ex["style"], tool_docs=tool_docs)
-        task = tasks[ex["task_id"]]
-        rows.append({"prompt": [ctx.system_message(task)] + json.loads(json.dumps(ex[f"{view}_messages"])),
-                     "completion": [{"role": "assistant", "content": ex[f"completion_{view}"]}]})
-    return rows
+    return rows(examples, tasks, view, tool_docs)
+
+
+def main(argv=None) -> int:
+    """``python -m parl_mt_lib.envs.tau2_pag --out results/01_pag_tau2 [--domains airline retail] [--limit N]``: the
+    PAG directory notebooks 02 (``data``), 03 and 04 (``data``) train on."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m parl_mt_lib.envs.tau2_pag", description=build.__doc__.split(".")[0])
+    ap.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    ap.add_argument("--domains", nargs="+", default=list(T.DOMAINS), choices=list(T.DOMAINS))
+    ap.add_argument("--limit", type=int, default=None, help="training tasks per domain (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-fraction", type=float, default=0.1)
+    args = ap.parse_args(argv)
+    try:
+        card = build(args.domains, limit=args.limit, seed=args.seed, val_fraction=args.val_fraction,
+                     out_dir=args.out)["card"]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {card['n_tasks']} tau2 training tasks ({card['n_tasks_validation']} held out), "
+          f"{card['n_examples']['train']} / {card['n_examples']['validation']} examples, "
+          f"{len(card['dropped_tasks'])} dropped, {card['provenance']['wall_clock_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
