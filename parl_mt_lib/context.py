@@ -30,8 +30,9 @@ PROMPTINGS = ("plain", "cot")
 STYLES = ("python", "json")
 # full: BFCL's JSON docs; names: one line per function; none: no docs; minimal: no docs and only BFCL's
 # output-format sentence (the toy curriculum: on 2 CPU cores every prompt token costs training time); signatures:
-# that sentence + one line per function, ``name(required, optional=...)`` (~200 SmolLM2 tokens for two BFCL classes
-# vs ~665 for names and ~5.5k for full: the compact docs a real model on 2 cores can train with, LOG.md 2026-11-25)
+# that sentence + one line per function, ``name(required, optional=...)`` (SmolLM2 tokens over 20 synthetic tasks of
+# GorillaFileSystem + TicketAPI, ~22 functions: ~200 vs ~665 names and ~5.5k full; multi_turn_base_0, 32 functions:
+# 315 / 840 / 7,916): the compact docs a real model on 2 cores can train with (LOG.md 2026-11-25)
 TOOL_DOCS = ("full", "names", "none", "minimal", "signatures")
 SHORT_DOCS = ("minimal", "signatures")  # one-sentence prompt and the short progress instruction
 MINIMAL_FORMAT = "[func(param=value)]"
@@ -64,7 +65,8 @@ def _signature_lines(functions: list[dict]) -> str:
     for f in functions:
         spec = f.get("parameters", {})
         required = set(spec.get("required", []))
-        params = ", ".join(p if p in required else f"{p}=..." for p in spec.get("properties", {}))
+        names = list(spec.get("properties", {}))
+        params = ", ".join([p for p in names if p in required] + [f"{p}=..." for p in names if p not in required])
         lines.append(f"{f['name']}({params})")
     return "\n".join(lines)
 
@@ -77,6 +79,9 @@ def check_prompt_options(style: str = "python", prompting: str = "plain", tool_d
         raise ConfigError(f"unknown prompting {prompting!r}; choose from {PROMPTINGS}")
     if tool_docs not in TOOL_DOCS:
         raise ConfigError(f"unknown tool_docs {tool_docs!r}; choose from {TOOL_DOCS}")
+    if style == "json" and tool_docs in SHORT_DOCS:
+        raise ConfigError(f"tool_docs {tool_docs!r} is a one-sentence prompt in the python call format; with style "
+                          "'json' use tool_docs 'full' or 'none' (the tools then go through the chat template)")
 
 
 def call_format(style: str = "python", tool_docs: str = "full") -> str:

@@ -37,3 +37,16 @@ def test_signatures_keep_the_short_format_sentence(entry, ctx):
 def test_unknown_mode_is_one_line():
     with pytest.raises(ConfigError, match="unknown tool_docs 'sigs'"):
         system_prompt([], tool_docs="sigs")
+
+
+def test_required_parameters_come_first():
+    from parl_mt_lib.context import _signature_lines
+
+    f = {"name": "f", "parameters": {"properties": {"opt": {}, "req": {}}, "required": ["req"]}}
+    assert _signature_lines([f]) == "f(req, opt=...)"
+
+
+@pytest.mark.parametrize("docs", ["minimal", "signatures"])
+def test_short_docs_refuse_the_json_style(docs):
+    with pytest.raises(ConfigError, match="with style 'json'"):
+        system_prompt([], style="json", tool_docs=docs)
