@@ -175,8 +175,12 @@ def last_checkpoint(out_dir) -> str | None:
 
 def sft_fingerprint(recipe: SFTRecipe) -> dict:
     """The run's card: the resolved recipe + fingerprints of its inputs (starting model, PAG data)."""
-    return artifact_card(asdict(recipe), {"model": input_fingerprint(recipe.model),
-                                          "data": input_fingerprint(repo_path(recipe.data))})
+    import torch
+
+    # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU
+    precision = "fp32" if not recipe.bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
+    return artifact_card({**asdict(recipe), "precision": precision},
+                         {"model": input_fingerprint(recipe.model), "data": input_fingerprint(repo_path(recipe.data))})
 
 
 def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool = False, callbacks=None) -> dict:
