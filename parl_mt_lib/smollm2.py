@@ -78,6 +78,14 @@ def weights_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def files_sha256(path: str | Path) -> str:
+    """sha256 over every other file of the directory (config, tokenizer, chat template), stamp excluded."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).iterdir() if p.is_file() and p.name != STAMP and p.suffix != ".safetensors"):
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
 def read_stamp(path: str | Path) -> dict | None:
     try:
         return json.loads((Path(path) / STAMP).read_text())
@@ -90,7 +98,8 @@ def _is_current(path: Path) -> bool:
     if not stamp or stamp.get("builder_version") != BUILDER_VERSION or stamp.get("gguf_sha256") != GGUF_SHA256:
         return False
     try:
-        return weights_sha256(path) == stamp.get("weights_sha256")
+        return (weights_sha256(path) == stamp.get("weights_sha256")
+                and files_sha256(path) == stamp.get("files_sha256"))
     except ConfigError:
         return False
 
@@ -130,6 +139,7 @@ def build_smollm2(out_dir: str | Path | None = None, force: bool = False) -> Pat
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         stamp = {"builder_version": BUILDER_VERSION, "package": PIN, "gguf_file": GGUF_NAME,
-                 "gguf_sha256": GGUF_SHA256, "weights_sha256": weights_sha256(tmp)}
+                 "gguf_sha256": GGUF_SHA256, "weights_sha256": weights_sha256(tmp),
+                 "files_sha256": files_sha256(tmp)}
         (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     return path

@@ -60,8 +60,14 @@ def test_cache_is_reused_only_while_its_stamp_matches(tmp_path):
     d = tmp_path / "cached"
     d.mkdir()
     (d / "model.safetensors").write_bytes(b"weights")
-    stamp = {"builder_version": sm.BUILDER_VERSION, "gguf_sha256": sm.GGUF_SHA256, "weights_sha256": sm.weights_sha256(d)}
+    (d / "tokenizer_config.json").write_text("{}")
+    stamp = {"builder_version": sm.BUILDER_VERSION, "gguf_sha256": sm.GGUF_SHA256, "weights_sha256": sm.weights_sha256(d),
+             "files_sha256": sm.files_sha256(d)}
     (d / sm.STAMP).write_text(json.dumps(stamp))
+    assert sm._is_current(d)
+    (d / "tokenizer_config.json").write_text('{"chat_template": "edited"}')  # tokenizer / template edited
+    assert not sm._is_current(d)
+    (d / "tokenizer_config.json").write_text("{}")
     assert sm._is_current(d)
     (d / "model.safetensors").write_bytes(b"weightz")  # the weights changed under the stamp
     assert not sm._is_current(d)
@@ -141,7 +147,8 @@ def test_rollout_through_the_driver_and_one_rl_update(sft_run, pag_dir):
     steps = [(s, msgs) for ep in episodes for s, msgs in zip(ep.steps, seen[id(ep)])]
     assert len(steps) >= 2 and len({s.turn for s, _ in steps}) >= 2
     for step, msgs in steps:
-        assert tok.decode(step.prompt_ids) == render_prompt(tok, msgs)  # ChatML, rendered by the model's template
+        # the sampled prompt's ids are exactly the template's tokenisation (no re-tokenisation drift)
+        assert step.prompt_ids == tok(render_prompt(tok, msgs), add_special_tokens=False).input_ids
         assert tok.decode(step.prompt_ids).endswith("<|im_start|>assistant\n")
         ids, attn, comp = pad_batch([{"prompt_ids": step.prompt_ids, "completion_ids": step.completion_ids}],
                                     tok.pad_token_id)
