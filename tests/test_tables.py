@@ -41,6 +41,14 @@ def fake_results(root):
     _w(root / "05_evaluate/oracle/metrics.json",
        _eval_metrics({0: lambda c, i: not (c == "base" and i == 3)}, limit=10))
     _w(root / "05_evaluate/toy/metrics.json", _eval_metrics({s: lambda c, i: False for s in (0, 1, 2)}, limit=5))
+    for d in ("airline", "retail"):  # envs.tau2.evaluate_tau2's metrics (pass^k as its pass_hat_k writes them)
+        for kind, trials, p in (("oracle", 1, 1.0), ("toy", 3, 0.2)):
+            _w(root / f"05_evaluate/tau2_{d}_{kind}/metrics.json", {
+                "categories": {f"tau2_{d}": {"correct": 1, "total": 5 * trials}}, "provenance": PROV,
+                "tau2": {"trials": trials, "user": "scripted", "note": "scripted user: not comparable to published "
+                         "numbers", "do_nothing_floor": 0.2, "pass_hat_k": {
+                             "pass^k": {str(k): p for k in range(1, trials + 1)},
+                             "ci95": {str(k): [0.0, 1.0] for k in range(1, trials + 1)}}}})
     for d, n in (("01_pag", 240), ("01_pag_toy", 500)):
         _w(root / d / "card.json", {
             "source": "synthetic", "n_tasks": n, "n_tasks_validation": 40, "n_steps": 1449, "n_call_steps": 900,
@@ -301,3 +309,34 @@ def test_real_readme_block_matches_real_results():
     diffs = tables.check_readme(REPO_ROOT / "README.md", REPO_ROOT / "results")
     assert not diffs, ("README's generated block does not describe results/ (run `make tables`):\n"
                        + "\n".join(diffs[:20]))
+
+
+def test_tau2_section_oracle_pass1_toy_pass_k_and_06_rows(tmp_path):
+    """τ-bench: oracle pass^1 and the toy's pass^1..3 per domain from 05's metrics (as envs.tau2.evaluate_tau2 writes
+    them, pass^k by its own pass_hat_k), and 06's τ-bench rows with the scripted-user label; missing runs say so."""
+    pytest.importorskip("tau2", reason="τ-bench needs the optional extra: pip install -e '.[tau]'")
+    from parl_mt_lib.envs.tau2 import SCRIPTED_NOTE, pass_hat_k, user_provenance
+
+    def run(domain, kind, valid, trials):
+        rows = [{"id": f"t{i}", "seed": s, "valid": valid(i, s)} for i in range(4) for s in range(trials)]
+        ok = sum(r["valid"] for r in rows)
+        return {"categories": {f"tau2_{domain}": {"correct": ok, "total": len(rows), "accuracy": ok / len(rows)}},
+                "provenance": PROV, "tau2": {"domain": domain, "trials": trials, **user_provenance("scripted"),
+                                             "pass_hat_k": json.loads(json.dumps(pass_hat_k(rows))),
+                                             "do_nothing_floor": 0.25}}
+
+    _w(tmp_path / "05_evaluate/tau2_airline_oracle/metrics.json", run("airline", "oracle", lambda i, s: True, 1))
+    _w(tmp_path / "05_evaluate/tau2_airline_toy/metrics.json", run("airline", "toy", lambda i, s: i == 0 or s == 0, 3))
+    _w(tmp_path / "06_compare/comparison.json", {"provenance": PROV, "table": [
+        {"method": m, "benchmark": "tau2_airline", "mean": 0.25, "ci95_low": 0.05, "ci95_high": 0.7, "n_seeds": 1,
+         "n_items": 4, "interval": "Wilson over items (one run)", "note": SCRIPTED_NOTE, "do_nothing_floor": 0.25}
+        for m in ("base", "parl_mt")]})
+    text = tables.render_block(tmp_path)
+    section = text[text.index("#### τ-bench"):]
+    assert "| airline | oracle (gold actions) | 4/4 | 1 | pass^1 1.00 [0.51, 1.00] | 0.25 | scripted (" in section
+    # toy: task 0 always passes, the others only in trial 0 -> pass^1 = 0.5, pass^2 = pass^3 = 0.25
+    assert "pass^1 0.50 [0.15, 0.85]; pass^2 0.25 [0.05, 0.70]; pass^3 0.25 [0.05, 0.70]" in section
+    assert f"Six-way comparison on τ-bench (notebook 06; {SCRIPTED_NOTE}" in section
+    assert "| tau2_airline (4 tasks, floor 0.25) | 0.25 [0.05, 0.70] | 0.25 [0.05, 0.70] |" in section
+    assert f"tau2_airline (4 items; {SCRIPTED_NOTE})" in text  # the six-way table labels the row too
+    assert "not run: `results/05_evaluate/tau2_retail_oracle/metrics.json`" in section
