@@ -61,7 +61,7 @@ def trained_on_ids(policy, depth: int = 4) -> list[str]:
 
 
 def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict, exclude_ids: list[str],
-                 tool_docs: str, max_new_tokens: int, results_dir) -> dict:
+                 tool_docs: str, max_new_tokens: int, results_dir, rollout_backend: str = "hf") -> dict:
     """One (method, seed, benchmark) evaluation; a results directory left by another checkpoint or config is
     replaced (it is this cell's own)."""
     from .evaluate import evaluate
@@ -80,7 +80,8 @@ def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict
     res = evaluate(spec["policy"].format(seed=seed), bench.get("bfcl", "all"), limit=bench.get("limit"), seeds=[0],
                    prompting=spec.get("prompting", "plain"), context=spec["context"], tool_docs=tool_docs,
                    max_new_tokens=bench.get("max_new_tokens", max_new_tokens), entries=entries,
-                   exclude_ids=exclude_ids or None, results_dir=results_dir, progress=False, replace=True)
+                   exclude_ids=exclude_ids or None, results_dir=results_dir, progress=False, replace=True,
+                   rollout_backend=rollout_backend)
     return {"method": method, "benchmark": benchmark, "seed": seed, "accuracy": res["overall"],
             "correct": sum(c["correct"] for c in res["categories"].values()),
             "total": sum(c["total"] for c in res["categories"].values()), "n_excluded": len(exclude_ids),
@@ -89,14 +90,15 @@ def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict
 
 def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = None, out_dir="results/06_compare",
                     *, tool_docs: str = "minimal", max_new_tokens: int = 96, progress: bool = True,
-                    workers: int | None = 1, threads: int = 1) -> dict:
+                    workers: int | None = 1, threads: int = 1, rollout_backend: str = "hf") -> dict:
     """Evaluate every (method, training seed, benchmark); ``benchmarks`` maps a name to ``{"tasks": PAG dir}``
     (its held-out tasks), ``{"bfcl": categories, "limit": n}`` (optionally ``"exclude_from": [PAG dirs]``) or
     ``{"tau2": domain, "limit": n}`` (τ-bench's test split, scripted user: rows carry ``note`` "scripted user: not
     comparable to published numbers"). Any benchmark may set ``"max_new_tokens"`` and ``"training_seeds": k`` (only
     the first k training seeds of the trained methods: a budget knob for the slow τ-bench episodes).
     Cells run through :func:`parl_mt_lib.grid.run_grid` (``workers`` side by side; finished cells with the same
-    fingerprint are reused). Writes ``cells.json``, ``comparison.json`` / ``.csv``."""
+    fingerprint are reused). ``rollout_backend`` (``hf`` | ``vllm``) generates every cell's episodes (05's
+    parameter; part of a cell's fingerprint when not ``hf``). Writes ``cells.json``, ``comparison.json`` / ``.csv``."""
     from importlib import metadata
 
     import pandas as pd
@@ -150,12 +152,14 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
             if k is not None and methods[m].get("seeded", True) and s not in list(seeds)[:k]:
                 continue
             config = {"method": methods[m], "seed": s, "benchmark": bench, "tool_docs": tool_docs,
-                      "max_new_tokens": max_new_tokens, "exclude_ids": fingerprint(excludes[b])}
+                      "max_new_tokens": max_new_tokens, "exclude_ids": fingerprint(excludes[b]),
+                      **({"rollout_backend": rollout_backend} if rollout_backend != "hf" else {})}
             fp = artifact_card(config, {"policy": policy_fp[m, s], "tasks": task_fp[b]})["fingerprint"]
             cells.append(Cell(f"{m}/{b}/seed{s}", compare_cell,
                               {"method": m, "seed": s, "benchmark": b, "spec": methods[m], "bench": bench,
                                "exclude_ids": excludes[b], "tool_docs": tool_docs, "max_new_tokens": max_new_tokens,
-                               "results_dir": str(out / m / b / f"seed{s}")}, fp))
+                               "results_dir": str(out / m / b / f"seed{s}"), "rollout_backend": rollout_backend},
+                              fp))
     grid = run_grid(cells, out, workers=workers, threads=threads, desc="comparison", progress=progress)
     rows = [{k: v for k, v in c.items() if k != "fingerprint"} for c in grid["cells"].values()]
     df = pd.DataFrame(rows)
