@@ -89,12 +89,14 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int | None = None) -> None:
     """A spawned job worker: its torch threads, and (Linux) exit when the parent dies.
 
     Without the second part a killed notebook (papermill timeout, Ctrl-C in a terminal, ``kill``) left its grid
     workers training on as orphans, taking the CPU from whatever ran next (seen 2026-11-25: four orphans at ~30%
     CPU each for 14 min). ``PR_SET_PDEATHSIG`` is the kernel's own mechanism for it; elsewhere this is a no-op.
+    The kernel ties it to the *thread* that started the worker: call :func:`run_jobs` from a thread that outlives
+    the jobs (the main thread, as the notebooks do).
     """
     import signal
     import sys
@@ -106,7 +108,7 @@ def _worker_init(threads: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
         except (OSError, AttributeError):
             pass
-        if os.getppid() == 1:  # the parent died before the call above
+        if os.getppid() != (parent or os.getppid()):  # the parent died before the call above (reparented)
             os._exit(1)
     set_threads(threads)
 
@@ -147,7 +149,7 @@ def run_jobs(fn, jobs: list[dict], *, workers: int = 1, threads: int = 1, on_don
     pool = None
     if workers > 1:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(threads,))
+                                   initializer=_worker_init, initargs=(threads, os.getpid()))
     with tqdm(total=len(jobs), desc=desc, disable=not progress) as bar:
         try:
             if pool is None:
