@@ -154,6 +154,22 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int 
     return out
 
 
+def reply_ok(text: str, view: str) -> bool:
+    """A τ-bench reply step's output: a non-empty message to the user without call syntax (after the view's progress
+    block). Its words cannot be matched exactly, so for a reply step this is also its ``tf_step_exact_match``; an
+    empty output — which equals "no calls" — is not a reply.
+
+    >>> reply_ok("Your booking is confirmed.", "plain"), reply_ok("  ", "plain"), reply_ok("[cancel(id=1)]", "plain")
+    (True, False, False)
+    """
+    from .calls import strip_preamble
+    from .progress_format import progress_ok
+    from .rollout import looks_like_calls
+
+    body, _ = strip_preamble(text)
+    return bool(body) and not looks_like_calls(body) and (view != "progress" or progress_ok(text))
+
+
 def teacher_forced_metrics(model, tok, examples: list[dict], tasks: dict, view: str, tool_docs: str = "none",
                            max_new_tokens: int = 96, limit: int | None = None) -> dict:
     """``tf_*`` diagnosis metrics on the GOLD context of each held-out step (not comparable across views: the
@@ -161,8 +177,9 @@ def teacher_forced_metrics(model, tok, examples: list[dict], tasks: dict, view: 
     exs = [e for e in examples if e.get("augment", "none") == "none"][:limit]
     prompts = [render_prompt(tok, build_messages(e, tasks[e["task_id"]], view, tool_docs)) for e in exs]
     texts = greedy(model, tok, prompts, max_new_tokens)
-    fmt = [format_ok(t, view) for t in texts]
-    exact = [calls_equal(t, e["gold_call"]) if ok else False for t, e, ok in zip(texts, exs, fmt)]
+    fmt = [reply_ok(t, view) if e["kind"] == "reply" else format_ok(t, view) for t, e in zip(texts, exs)]
+    exact = [ok if e["kind"] == "reply" else (calls_equal(t, e["gold_call"]) if ok else False)
+             for t, e, ok in zip(texts, exs, fmt)]
     calls = [x for x, e in zip(exact, exs) if e["kind"] == "call"]
     return {"tf_n_steps": len(exs), "tf_format_validity": sum(fmt) / max(len(exs), 1),
             "tf_step_exact_match": sum(exact) / max(len(exs), 1),
