@@ -24,8 +24,13 @@ interpreter when vLLM is importable here (the GPU extra) -- and :class:`VLLMBack
   name it; no merge; the old one is unloaded); full fine-tuning -> the weights are saved as safetensors and loaded
   into the running engine by the worker extension :class:`parl_mt_lib.vllm_worker.WeightSync` (``/collective_rpc``),
   then the prefix cache is reset (cached KV of the old weights must not be reused);
-* **deterministic sampling**: every request carries a seed drawn from torch's generator, so rollouts depend only
-  on ``torch.manual_seed`` (the RL loop seeds it per iteration: resumable runs stay reproducible).
+* **deterministic sampling**: every request carries a seed drawn from torch's generator (one draw per ``generate``
+  call, offset by the request's place in it), so sampled rollouts follow ``torch.manual_seed`` (the RL loop seeds
+  it per iteration) *and the batch schedule* -- which episodes share a call, in which order (batch size, refill):
+  the same seed under another schedule samples other episodes. The engine's own batching may also change bf16
+  results on a GPU (not batch-invariant; greedy identity is tested on the CPU in fp32 only).
+* **the server dies with its starter** (Linux): it runs in its own session (``close()`` ends its process group)
+  and with ``PR_SET_PDEATHSIG`` set, so a killed notebook or run leaves no engine holding the CPU / GPU.
 
 One GPU shared by trainer and engine: a memory split (``gpu_memory_utilization``, the engine's share) or sleep mode
 (``enable_sleep_mode=True``; :meth:`VLLMBackend.sleep` / :meth:`VLLMBackend.wake_up` free and restore the engine's
@@ -68,6 +73,7 @@ from pathlib import Path
 from .rollout import Generation
 from .runtime import REPO_ROOT, ConfigError, cache_dir
 from .toy_model import ToyConfig
+from .vllm_engine import adapter_of, default_dtype, die_with_parent, engine_tag  # noqa: F401
 
 # The toy reshaped for vLLM: vLLM's CPU attention supports head sizes 32, 64, 80, ... (the toy's is 16); hidden 128
 # over 4 heads gives 32. Built like the toy (same tokenizer, same template), ~0.9 M parameters, ~7 s to build.
@@ -194,9 +200,11 @@ class VLLMServer:
                "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib or os.environ.get("VLLM_CPU_KVCACHE_SPACE") or 1),
                "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
         self._log = open(self.log_path, "ab")
-        # own session: close() ends the server and the engine processes it spawned, and nothing else
+        # own session: close() ends the server and the engine processes it spawned, and nothing else; and it gets
+        # SIGTERM if this process dies without closing it (Linux; vLLM's engine processes follow their server)
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT),
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     preexec_fn=die_with_parent(os.getpid()))  # noqa: PLW1509 (one prctl call)
         self._finalizer = weakref.finalize(self, _stop, self.proc, self._log, workdir,
                                            None if keep_log else self.log_path)
         self._wait(startup_timeout)
@@ -233,9 +241,11 @@ class VLLMBackend:
     Give one of ``model`` (the trainer's model object: its weights are written to a work directory and served;
     a PEFT model serves its base with the adapter as a LoRA), ``model_path`` (a ``save_pretrained`` directory) or
     ``base_url`` (a server already running, started with the flags :class:`VLLMServer` uses; ``served_model`` names
-    its model). ``tokenizer`` renders prompts and decodes completions (the training tokenizer). ``dtype``: by
-    default the model object's, or for a directory the one :func:`~parl_mt_lib.models.load_model` gives (bf16 on
-    a GPU, fp32 on the CPU), so the engine and HF / the trainer compute in the same precision.
+    its model). A PEFT adapter directory (``adapter_config.json``) serves its base (``base_model_name_or_path``)
+    with the adapter as a LoRA, as for a PEFT model object. ``tokenizer`` renders prompts and decodes completions
+    (the training tokenizer). ``dtype``: by default the model object's, or for a directory the one
+    :func:`~parl_mt_lib.models.load_model` gives (:func:`default_dtype`: bf16 on a GPU, fp32 on the CPU), so the
+    engine and HF / the trainer compute in the same precision.
     """
 
     rollout_backend = "vllm"  # what evaluate() records as the engine of a ready backend
@@ -249,14 +259,18 @@ class VLLMBackend:
                  max_concurrency: int = 256, timeout: float = 1800.0, server_args=()):
         if sum(x is not None for x in (model, model_path, base_url)) != 1:
             raise ConfigError("rollout_backend 'vllm' needs exactly one of model=, model_path= or base_url=")
+        adapter = None
         if model_path is not None:
             from .models import resolve_model_path
 
             model_path = resolve_model_path(model_path)  # "toy", a directory
+            adapter = adapter_of(model_path)
         if tokenizer is None and model_path is not None:
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(model_path)
+            tokenizer = AutoTokenizer.from_pretrained(
+                model_path if adapter is None or (Path(model_path) / "tokenizer_config.json").exists()
+                else adapter["base"])
         if tokenizer is None:
             raise ConfigError("rollout_backend 'vllm' needs the tokenizer that renders the prompts")
         # evaluate() knows an in-memory policy by its name: name the weights it serves
@@ -267,7 +281,7 @@ class VLLMBackend:
         self.server, self.syncs, self.sync_s, self._adapter_dir = None, 0, 0.0, None
         self.workdir = Path(tempfile.mkdtemp(prefix="vllm-", dir=cache_dir()))
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
-        self.lora = model is not None and hasattr(model, "peft_config")
+        self.lora = (model is not None and hasattr(model, "peft_config")) or adapter is not None
         if base_url is not None:
             self.url, self.model_name = base_url.rstrip("/").removesuffix("/v1"), served_model
             self.max_model_len = max_model_len or 10**9
@@ -276,9 +290,10 @@ class VLLMBackend:
                 model_path = self.workdir / "base"
                 _save_base(model, tokenizer, model_path)
                 dtype = dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
-            config = json.loads((Path(model_path) / "config.json").read_text())
+            served = adapter["base"] if adapter else model_path
+            config = json.loads((Path(served) / "config.json").read_text())
             self.max_model_len = max_model_len or config.get("max_position_embeddings") or 4096
-            rank = _lora_rank(model) if self.lora else None
+            rank = adapter["rank"] if adapter else _lora_rank(model) if self.lora else None
             import torch
 
             gpu = torch.cuda.is_available()
@@ -286,8 +301,8 @@ class VLLMBackend:
                 gpu_memory_utilization = float(os.environ.get("PARL_MT_VLLM_GPU_MEMORY", "0.45"))
             # a directory runs in the dtype HF's load_model gives it (vLLM's "auto" runs an fp32 checkpoint in
             # half precision: sampler-vs-trainer gap ~0.03 nats mean on SmolLM2, ~6e-6 in fp32; LOG 2026-11-25)
-            dtype = dtype or ("bfloat16" if gpu else "float32")
-            self.server = VLLMServer(model_path, served_name=served_model, dtype=dtype,
+            dtype = dtype or default_dtype()
+            self.server = VLLMServer(served, served_name=served_model, dtype=dtype,
                                      max_model_len=self.max_model_len, lora_rank=rank, kv_cache_gib=kv_cache_gib,
                                      gpu_memory_utilization=gpu_memory_utilization, seed=seed,
                                      tensor_parallel_size=tensor_parallel_size, enable_sleep_mode=enable_sleep_mode,
@@ -296,7 +311,9 @@ class VLLMBackend:
             self.url, self.model_name = self.server.url, served_model
             self.startup_s = self.server.startup_s
         self.reseed(seed)
-        if self.lora:
+        if adapter is not None:
+            self.load_weights(adapter_dir=model_path)  # the user's directory: loaded, never deleted
+        elif self.lora:
             self.load_weights(model=model)  # the adapter as it is now (fresh LoRA: B = 0, the base's outputs)
 
     # -------------------------------------------------------------- contract

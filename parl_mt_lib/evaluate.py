@@ -203,13 +203,17 @@ def _episode_row(ep, seed: int, verdict: Verdict, wall_s: float) -> dict:
 
 
 VERDICT_KEYS = ("policy", "prompting", "style", "temperature", "max_new_tokens", "context", "tool_docs", "base_url")
+# how run_episodes batches episodes (refill: a finished episode's slot goes to the next task); a sampled run's
+# episodes depend on it and on batch_size, so both key a sampled run. Bump when the driver's schedule changes.
+ROLLOUT_SCHEDULE = "refill-v1"
 
 
 def _check_config(out: Path, config: dict, entries, policy_fp: str, replace: bool = False) -> dict:
     """Claim ``out`` for this evaluation: its fingerprint is the config keys that decide a verdict
-    (:data:`VERDICT_KEYS`; seeds and batch size are not: more seeds extend a run), the engine that generated the
-    steps (``rollout_backend``, when it is not ``hf``: HF runs keep the fingerprint they had before engines could
-    be chosen) plus the fingerprints of the policy (a checkpoint's recorded weights hash or a content hash, see
+    (:data:`VERDICT_KEYS`; seeds are not: more seeds extend a run; batch size and the batch schedule only when
+    sampling -- at temperature > 0 they change which episodes are sampled, greedy runs keep their fingerprint),
+    the engine that generated the steps (``rollout_backend`` and ``engine``, vLLM's version and dtype, when it is
+    not ``hf``: HF runs keep the fingerprint they had before engines could be chosen) plus the fingerprints of the policy (a checkpoint's recorded weights hash or a content hash, see
     :mod:`parl_mt_lib.runtime`) and of the task set (so ``limit`` counts through the tasks it selects). A directory
     holding another fingerprint (say, the checkpoint behind it was retrained, or another engine played it) stops
     with one line and keeps its files, unless ``replace`` (a grid re-running its own cell). Returns the card."""
@@ -218,6 +222,10 @@ def _check_config(out: Path, config: dict, entries, policy_fp: str, replace: boo
     keys = {k: config.get(k) for k in VERDICT_KEYS}
     if config.get("rollout_backend") not in (None, "hf"):
         keys["rollout_backend"] = config["rollout_backend"]
+        if config.get("engine"):
+            keys["engine"] = config["engine"]
+    if (config.get("temperature") or 0) > 0:
+        keys["batch_size"], keys["schedule"] = config.get("batch_size"), config.get("schedule")
     card = artifact_card(keys,
                          {"policy": policy_fp, "tasks": fingerprint(list(entries))})
     claim_dir(out, card, replace=replace, what="evaluation config, checkpoint or task set",
@@ -332,7 +340,11 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
               "categories": cats, "limit": limit, "n_entries": len(entries), "excluded": len(exclude_ids or ()), "seeds": list(seeds), "prompting": prompting, "style": style,
               "context": context, "tool_docs": tool_docs, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
               "temperature": temperature, "base_url": base_url if str(policy).startswith("openai:") else None,
-              "rollout_backend": engine}
+              "rollout_backend": engine, "schedule": ROLLOUT_SCHEDULE}
+    if engine == "vllm" and policy_obj is None:  # the engine started below: vLLM's version and dtype
+        from .vllm_engine import engine_tag
+
+        config["engine"] = engine_tag()
     if policy_obj is None:
         from .runtime import input_fingerprint
 

@@ -112,33 +112,37 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
     ctx = make_context(context_mode(recipe), tool_docs=recipe.tool_docs)
     t_start = time.time()
     end = recipe.iterations if stop_after is None else min(recipe.iterations, start + stop_after)
-    for it in trange(start, end, desc=recipe.method, disable=not progress):
-        held_s = None
-        if held and (it == 0 or (recipe.eval_every and it % recipe.eval_every == 0)):
-            held_s = heldout_success(model, tok, held, recipe)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()  # GPU peak per iteration (CPU: the process's peak RSS so far)
-        torch.manual_seed(recipe.seed * 100_003 + it)  # rollouts depend only on (seed, iteration): resumable
-        policy.reseed(recipe.seed * 100_003 + it)      # (a backend with its own sampler seeds it here)
-        batch = random.Random(f"{recipe.seed}-{it}").sample(train, recipe.tasks_per_iteration)
-        t0 = time.time()
-        episodes = run_episodes(policy, [t for t in batch for _ in range(recipe.group_size)], ctx,
-                                max_steps=recipe.max_steps_per_turn, batch_size=recipe.generation_batch_size,
-                                progress=False)
-        scored = score_episodes(episodes, recipe)
-        samples = step_samples(episodes, scored, recipe, group_of=lambda ep: ep.entry.id)
-        if not samples and any(ep.steps for ep in episodes):
-            raise ConfigError(f"rollout backend {getattr(policy, 'name', '?')!r} returned no token ids, so RL has "
-                              "nothing to train on; use a backend that keeps tokens (rollout_backend: hf)")
-        t1 = time.time()
-        upd = update(model, optimizer, samples, recipe, tok.pad_token_id, ref)
-        policy.load_weights(model=model)  # the hook a separate engine (vLLM) syncs through; HF shares the model
-        row = iteration_row(it, episodes, scored, samples, upd, t1 - t0, time.time() - t1)
-        row["heldout_success"] = held_s
-        row["samples"] = [e.steps[0].output[:200] for e in episodes[:2] if e.steps]
-        append_jsonl(rows_path, row)
-        if (it + 1) % recipe.save_every == 0 or it + 1 == recipe.iterations:
-            save_checkpoint(out, it + 1, model, tok, optimizer)
+    try:
+        for it in trange(start, end, desc=recipe.method, disable=not progress):
+            held_s = None
+            if held and (it == 0 or (recipe.eval_every and it % recipe.eval_every == 0)):
+                held_s = heldout_success(model, tok, held, recipe)
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()  # GPU peak per iteration (CPU: the process's peak RSS so far)
+            torch.manual_seed(recipe.seed * 100_003 + it)  # rollouts depend on (seed, iteration) and the recipe's
+            policy.reseed(recipe.seed * 100_003 + it)      # batch schedule: resumable (a backend's own sampler too)
+            batch = random.Random(f"{recipe.seed}-{it}").sample(train, recipe.tasks_per_iteration)
+            t0 = time.time()
+            episodes = run_episodes(policy, [t for t in batch for _ in range(recipe.group_size)], ctx,
+                                    max_steps=recipe.max_steps_per_turn, batch_size=recipe.generation_batch_size,
+                                    progress=False)
+            scored = score_episodes(episodes, recipe)
+            samples = step_samples(episodes, scored, recipe, group_of=lambda ep: ep.entry.id)
+            if not samples and any(ep.steps for ep in episodes):
+                raise ConfigError(f"rollout backend {getattr(policy, 'name', '?')!r} returned no token ids, so RL "
+                                  "has nothing to train on; use a backend that keeps tokens (rollout_backend: hf)")
+            t1 = time.time()
+            upd = update(model, optimizer, samples, recipe, tok.pad_token_id, ref)
+            policy.load_weights(model=model)  # the hook a separate engine (vLLM) syncs through; HF shares the model
+            row = iteration_row(it, episodes, scored, samples, upd, t1 - t0, time.time() - t1)
+            row["heldout_success"] = held_s
+            row["samples"] = [e.steps[0].output[:200] for e in episodes[:2] if e.steps]
+            append_jsonl(rows_path, row)
+            if (it + 1) % recipe.save_every == 0 or it + 1 == recipe.iterations:
+                save_checkpoint(out, it + 1, model, tok, optimizer)
+    finally:  # an engine built here (vLLM: a server process) ends here, before the merge and held-out eval
+        if backend is None and hasattr(policy, "close"):
+            policy.close()
     if end < recipe.iterations:
         return {"stopped_at": end}
     return finish_rl(recipe, out, model, tok, held, time.time() - t_start)

@@ -205,3 +205,74 @@ def test_rollout_backend_is_checked_recorded_and_fingerprinted(tmp_path, toy_pat
     with pytest.raises(ConfigError, match="needs vLLM: run `make install`"):
         evaluate(str(toy_path), ["base"], results_dir=tmp_path / "v", rollout_backend="vllm", **kw)
     assert not (tmp_path / "v").exists()
+
+
+def test_sampled_runs_are_keyed_by_their_batch_schedule(tmp_path, toy_path):
+    """Defect (issue 12 review): at temperature > 0 the episodes depend on how they are batched (batch size, the
+    refill schedule), but the fingerprint left both out, so a directory sampled under one schedule was resumed
+    under another. Greedy runs keep their fingerprint (more seeds, another batch size: the same run)."""
+    from parl_mt_lib.runtime import read_fingerprint
+
+    kw = dict(limit=2, max_new_tokens=4, tool_docs="minimal", progress=False)
+    out = tmp_path / "sampled"
+    evaluate(str(toy_path), ["base"], results_dir=out, temperature=0.7, batch_size=2, **kw)
+    card = read_fingerprint(out)["config"]
+    assert card["batch_size"] == 2 and card["schedule"] == "refill-v1"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ConfigError, match="batch_size") as err:
+        evaluate(str(toy_path), ["base"], results_dir=out, temperature=0.7, batch_size=1, **kw)
+    assert "\n" not in str(err.value) and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    out = tmp_path / "greedy"
+    evaluate(str(toy_path), ["base"], results_dir=out, batch_size=2, **kw)
+    assert "batch_size" not in read_fingerprint(out)["config"] and "schedule" not in read_fingerprint(out)["config"]
+    evaluate(str(toy_path), ["base"], results_dir=out, batch_size=1, **kw)  # reused, not refused
+
+
+class _FailingEngine:
+    rollout_backend = "vllm"
+
+    def __init__(self):
+        self.closed = 0
+
+    def reseed(self, seed):
+        pass
+
+    def generate(self, requests):
+        raise RuntimeError("engine crashed")
+
+    def close(self):
+        self.closed += 1
+
+
+def _fake_vllm(monkeypatch, built):
+    from parl_mt_lib import backends_vllm, vllm_engine
+    from parl_mt_lib import evaluate as ev
+
+    monkeypatch.setattr(backends_vllm, "vllm_available", lambda: True)
+    monkeypatch.setattr(vllm_engine, "engine_version", lambda: "0.0.test")
+    monkeypatch.setattr(ev, "make_eval_policy", lambda *a, **k: built.append(_FailingEngine()) or built[-1])
+
+
+def test_the_engine_evaluate_starts_is_closed_when_a_rollout_fails(tmp_path, toy_path, monkeypatch):
+    """The vLLM engine started by ``evaluate`` ends with it, also when a rollout raises (the error propagates)."""
+    built = []
+    _fake_vllm(monkeypatch, built)
+    with pytest.raises(RuntimeError, match="engine crashed"):
+        evaluate(str(toy_path), ["base"], limit=1, results_dir=tmp_path / "v", rollout_backend="vllm",
+                 progress=False, seeds=[0, 1])
+    assert len(built) == 1 and built[0].closed == 1
+
+
+def test_the_vllm_engine_version_and_dtype_are_in_the_card(tmp_path, toy_path, monkeypatch):
+    """Review finding (issue 12): the card named the engine only as 'vllm'; its version and dtype decide the
+    tokens too (vLLM's default ran fp32 checkpoints in half precision until a79fad6)."""
+    from parl_mt_lib.vllm_engine import default_dtype
+    from parl_mt_lib.runtime import read_fingerprint
+
+    _fake_vllm(monkeypatch, [])
+    out = tmp_path / "v"
+    with pytest.raises(RuntimeError):
+        evaluate(str(toy_path), ["base"], limit=1, results_dir=out, rollout_backend="vllm", progress=False)
+    engine = f"vllm 0.0.test {default_dtype()}"
+    assert read_fingerprint(out)["config"]["engine"] == engine
+    assert json.loads((out / "config.json").read_text())["engine"] == engine

@@ -1,0 +1,101 @@
+"""The vLLM engine's life cycle without vLLM: the server dies with the process that started it (a killed notebook
+leaves no engine holding the CPU or GPU), and a LoRA adapter directory is served as its base + a LoRA request."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from parl_mt_lib import backends_vllm
+from parl_mt_lib.backends import make_rollout_backend
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_server_exits_when_the_process_that_started_it_is_killed(tmp_path):
+    """Defect (issue 12 review): the server runs in its own session and was stopped only at a normal exit, so a
+    SIGKILLed notebook left the engine running. A stand-in 'python' records its pid and sleeps (never healthy)."""
+    pids = tmp_path / "pids"
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 600\n")
+    fake.chmod(0o755)
+    script = textwrap.dedent(f"""
+        from parl_mt_lib.backends_vllm import VLLMServer
+        VLLMServer({str(tmp_path)!r}, startup_timeout=600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=os.getcwd(),
+                              env={**os.environ, "PARL_MT_VLLM_PYTHON": str(fake)})
+    deadline = time.time() + 60
+    while time.time() < deadline and not (pids.exists() and pids.read_text().strip()):
+        time.sleep(0.2)
+    (server,) = [int(p) for p in pids.read_text().split()]
+    assert _alive(server)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _alive(server):
+        time.sleep(0.2)
+    left = _alive(server)
+    if left:
+        os.kill(server, signal.SIGKILL)
+    assert not left, f"orphaned vLLM server {server}"
+
+
+class _FakeServer:
+    started: list = []
+
+    def __init__(self, model_dir, **kw):
+        self.url, self.startup_s = "http://fake", 0.0
+        _FakeServer.started.append((str(model_dir), kw))
+
+    def close(self):
+        pass
+
+
+def test_lora_adapter_directory_serves_its_base_with_the_adapter(tmp_path, toy_path, monkeypatch):
+    """Defect (issue 12 review): ``evaluate(<adapter dir>, rollout_backend="vllm")`` read the adapter directory's
+    config.json (it has adapter_config.json) and crashed with FileNotFoundError. The base is served with LoRA on
+    and the adapter loaded as a LoRA request, as for a PEFT model object."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": str(toy_path), "r": 4, "lora_alpha": 8,
+         "rank_pattern": {"q_proj": 12}}))
+    calls = []
+    _FakeServer.started = []
+    monkeypatch.setattr(backends_vllm, "VLLMServer", _FakeServer)
+    monkeypatch.setattr(backends_vllm.VLLMBackend, "_call", lambda self, path, payload: calls.append((path, payload)))
+    b = make_rollout_backend("vllm", model_path=str(adapter), max_new_tokens=4)
+    try:
+        ((served, kw),) = _FakeServer.started
+        assert served == str(toy_path) and kw["lora_rank"] == 12
+        assert calls == [("/v1/load_lora_adapter", {"lora_name": "adapter-0", "lora_path": str(adapter)})]
+        assert b.model_name == "adapter-0" and b.tok.chat_template  # the base's tokenizer (none in the adapter dir)
+        assert adapter.exists()  # the user's adapter is not the backend's to delete
+    finally:
+        b.close()
+    assert (adapter / "adapter_config.json").exists()
+
+
+def test_adapter_without_a_reachable_base_fails_in_one_line(tmp_path, monkeypatch):
+    from parl_mt_lib.runtime import ConfigError
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone")}))
+    monkeypatch.setattr(backends_vllm, "VLLMServer", _FakeServer)
+    with pytest.raises(ConfigError) as err:
+        make_rollout_backend("vllm", model_path=str(adapter))
+    assert "\n" not in str(err.value) and "base" in str(err.value)
