@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from helpers import ExplodingBackend
 
 from parl_mt_lib.evaluate import agreement_with_official, evaluate, seed_interval, summarize, wilson
 from parl_mt_lib.runtime import ConfigError, read_jsonl
@@ -228,29 +229,13 @@ def test_sampled_runs_are_keyed_by_their_batch_schedule(tmp_path, toy_path):
     evaluate(str(toy_path), ["base"], results_dir=out, batch_size=1, **kw)  # reused, not refused
 
 
-class _FailingEngine:
-    rollout_backend = "vllm"
-
-    def __init__(self):
-        self.closed = 0
-
-    def reseed(self, seed):
-        pass
-
-    def generate(self, requests):
-        raise RuntimeError("engine crashed")
-
-    def close(self):
-        self.closed += 1
-
-
 def _fake_vllm(monkeypatch, built):
     from parl_mt_lib import backends_vllm, vllm_engine
     from parl_mt_lib import evaluate as ev
 
     monkeypatch.setattr(backends_vllm, "vllm_available", lambda: True)
     monkeypatch.setattr(vllm_engine, "engine_version", lambda: "0.0.test")
-    monkeypatch.setattr(ev, "make_eval_policy", lambda *a, **k: built.append(_FailingEngine()) or built[-1])
+    monkeypatch.setattr(ev, "make_eval_policy", lambda *a, **k: built.append(ExplodingBackend("vllm")) or built[-1])
 
 
 def test_the_engine_evaluate_starts_is_closed_when_a_rollout_fails(tmp_path, toy_path, monkeypatch):

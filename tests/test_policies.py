@@ -1,9 +1,10 @@
 """Policies: the HTTP policy against a stub OpenAI server on loopback; the HF policy on the toy."""
+import contextlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import chat_server
 
 from parl_mt_lib.bfcl import entry_by_id, load_entries
 from parl_mt_lib.context import FullHistoryContext
@@ -36,39 +37,20 @@ class Stub:
 
 @pytest.fixture
 def server():
-    servers = []
-
-    def start(stub):
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    with contextlib.ExitStack() as stack:
+        def start(stub):
+            def respond(payload):
                 with stub.lock:
                     stub.requests.append(payload)
                     fail = len(stub.requests) <= stub.fail_first
                 if fail:
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                body = json.dumps({"choices": [{"message": stub.answer(payload)}],
-                                   "usage": {"prompt_tokens": 7, "completion_tokens": 3}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    return 503, None
+                return 200, {"choices": [{"message": stub.answer(payload)}],
+                             "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
 
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+            return stack.enter_context(chat_server(respond))
 
-    yield start
-    for s in servers:
-        s.shutdown()
-        s.server_close()
+        yield start
 
 
 @pytest.mark.parametrize("tool_calls", [False, True])

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from helpers import ExplodingBackend
 
 from parl_mt_lib.bfcl import entry_by_id
 from parl_mt_lib.context import make_context, render_prompt
@@ -281,25 +282,6 @@ def test_recipe_refuses_sampling_the_trainer_does_not_model(override, msg):
         load_rl_recipe("recipes/toy/pag_rl.yaml", override)
 
 
-class _Exploding:
-    """A rollout backend whose generate raises, counting its closes."""
-
-    def __init__(self):
-        self.closed = 0
-
-    def reseed(self, seed):
-        pass
-
-    def generate(self, requests):
-        raise RuntimeError("engine crashed")
-
-    def load_weights(self, model=None, adapter_dir=None):
-        pass
-
-    def close(self):
-        self.closed += 1
-
-
 def test_a_backend_the_loop_built_is_closed_when_the_loop_fails(pag_dir, toy_path, tmp_path, monkeypatch):
     """Defect (issue 12 review): ``train_rl`` built a vLLM engine from the recipe and never closed it (an engine
     process per run, left running until interpreter exit, through the final merge and held-out evaluation). One it
@@ -307,13 +289,13 @@ def test_a_backend_the_loop_built_is_closed_when_the_loop_fails(pag_dir, toy_pat
     from parl_mt_lib import backends
 
     built = []
-    monkeypatch.setitem(backends.BACKENDS, "exploding", lambda **kw: built.append(_Exploding()) or built[-1])
+    monkeypatch.setitem(backends.BACKENDS, "exploding", lambda **kw: built.append(ExplodingBackend()) or built[-1])
     monkeypatch.setattr(backends, "RECIPE_BACKENDS", backends.RECIPE_BACKENDS | {"exploding"})
     recipe = _recipe(pag_dir, toy_path, iterations=1, eval_tasks=0, rollout_backend="exploding")
     with pytest.raises(RuntimeError, match="engine crashed"):
         train_rl(recipe, tmp_path / "run", progress=False)
     assert len(built) == 1 and built[0].closed == 1
-    given = _Exploding()
+    given = ExplodingBackend()
     with pytest.raises(RuntimeError, match="engine crashed"):
         train_rl(recipe, tmp_path / "run2", progress=False, backend=given)
     assert given.closed == 0

@@ -7,15 +7,7 @@ import textwrap
 import time
 
 import pytest
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().split(")")[-1].split()[0] != "Z"
+from helpers import alive
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -23,7 +15,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     pids = tmp_path / "pids"
     script = textwrap.dedent(f"""
         from parl_mt_lib.runtime import run_jobs
-        from tests.jobs_for_test import sleep_and_record
+        from tests.helpers import sleep_and_record
         run_jobs(sleep_and_record, [{{"path": {str(pids)!r}}}] * 2, workers=2, progress=False)
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=os.getcwd())
@@ -31,13 +23,13 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     while time.time() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
         time.sleep(0.2)
     workers = [int(p) for p in pids.read_text().split()]
-    assert len(workers) == 2 and all(_alive(p) for p in workers)
+    assert len(workers) == 2 and all(alive(p) for p in workers)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(p) for p in workers):
+    while time.time() < deadline and any(alive(p) for p in workers):
         time.sleep(0.2)
-    left = [p for p in workers if _alive(p)]
+    left = [p for p in workers if alive(p)]
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, f"orphaned workers {left}"

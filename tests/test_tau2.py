@@ -7,10 +7,10 @@ import math
 import signal
 import threading
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import combinations
 
 import pytest
+from helpers import chat_server
 
 pytest.importorskip("tau2", reason="τ-bench needs the optional extra: pip install -e '.[tau]'")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydantic")  # litellm's TypedDicts, at import
@@ -216,35 +216,20 @@ class StubServer:
     def __init__(self, answers):
         self.answers, self.requests, self.lock = list(answers), [], threading.Lock()
 
+    def _respond(self, payload):
+        with self.lock:
+            self.requests.append(payload)
+            text = self.answers[min(len(self.requests), len(self.answers)) - 1]
+        return 200, {"id": "stub", "object": "chat.completion", "created": 0, "model": payload["model"],
+                     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                     "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
+
     def __enter__(self):
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with stub.lock:
-                    stub.requests.append(payload)
-                    text = stub.answers[min(len(stub.requests), len(stub.answers)) - 1]
-                body = json.dumps({"id": "stub", "object": "chat.completion", "created": 0, "model": payload["model"],
-                                   "choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": text}}],
-                                   "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
+        self._cm = chat_server(self._respond)
+        return self._cm.__enter__()
 
     def __exit__(self, *exc):
-        self.srv.shutdown()
-        self.srv.server_close()
+        return self._cm.__exit__(*exc)
 
 
 def test_tau2_user_simulator_on_a_stub_openai_server_runs_an_episode_end_to_end():

@@ -9,18 +9,10 @@ import textwrap
 import time
 
 import pytest
+from helpers import alive
 
 from parl_mt_lib import backends_vllm
 from parl_mt_lib.backends import make_rollout_backend
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().split(")")[-1].split()[0] != "Z"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -41,13 +33,13 @@ def test_server_exits_when_the_process_that_started_it_is_killed(tmp_path):
     while time.time() < deadline and not (pids.exists() and pids.read_text().strip()):
         time.sleep(0.2)
     (server,) = [int(p) for p in pids.read_text().split()]
-    assert _alive(server)
+    assert alive(server)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and _alive(server):
+    while time.time() < deadline and alive(server):
         time.sleep(0.2)
-    left = _alive(server)
+    left = alive(server)
     if left:
         os.kill(server, signal.SIGKILL)
     assert not left, f"orphaned vLLM server {server}"
