@@ -276,16 +276,32 @@ def load_pag(out_dir="results/01_pag"):
     out = Path(out_dir)
     if not (out / "card.json").exists():
         raise ConfigError(f"no PAG dataset in {out}; run notebooks/01_pag_synthesis.ipynb (or build_pag) first")
-    from .envs import tasks_from_refs
+    from .envs import assert_trainable, tasks_from_refs
+    from .envs.base import OPTIONAL
 
     rows = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    # a task of a package benchmark (τ-bench) stored whole, not as a reference, escapes its split check: refuse it
+    smuggled = [d.get("id") for d in rows if "benchmark" not in d and str(d.get("id", "")).startswith(tuple(OPTIONAL))]
+    if smuggled:
+        raise ConfigError(f"{out}/tasks.jsonl stores {smuggled[0]!r} (and {len(smuggled) - 1} more) whole; tasks of "
+                          f"{sorted(OPTIONAL)} must be references (build with python -m parl_mt_lib.envs.tau2_pag)")
     # a benchmark package's tasks (τ-bench) are stored as references, read back from the package and asserted
     # trainable (never an evaluation task); BFCL and synthetic tasks are stored whole
     refs = iter(tasks_from_refs([d for d in rows if "benchmark" in d]))
-    tasks = {}
+    tasks, whole = {}, []
     for d in rows:
         t = next(refs) if "benchmark" in d else entry_from_dict(d)
         tasks[t.id] = t
+        if "benchmark" not in d:
+            whole.append(t)
+    from .splits import load_split
+
+    if load_split(out) is None:  # BFCL's overlap rule; a BFCL hold-out split is checked by its own rule (rl_tasks)
+        assert_trainable(whole)  # (references were checked by tasks_from_refs)
     splits = {n: [json.loads(l) for l in (out / f"{n}.jsonl").read_text().splitlines()]
               for n in ("train", "validation")}
+    unknown = sorted({e["task_id"] for rows_ in splits.values() for e in rows_} - set(tasks))
+    if unknown:
+        raise ConfigError(f"{out}: examples of task(s) {unknown[:3]} that tasks.jsonl does not hold; rebuild the PAG "
+                          "directory")
     return splits, tasks

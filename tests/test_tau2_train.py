@@ -100,3 +100,24 @@ def test_tau2_recipes_point_at_tau2_data_and_checkpoints():
     for name, view in (("pag_rl", "progress"), ("mt_grpo", "plain")):
         r = load_rl_recipe(f"recipes/toy/{name}_tau2.yaml")
         assert r.data == sft.data and r.init_path() == f"results/02_sft_tau2/{view}/seed0/final"
+
+
+def test_a_test_task_stored_whole_or_examples_without_their_task_stop_on_read(pag_dir, tmp_path):
+    """Defect (issue 14 review): ``load_pag`` checked only tasks stored as references, so a τ-bench test task
+    written whole into tasks.jsonl reached SFT; an example whose task was missing gave a KeyError later."""
+    from parl_mt_lib.pag_build import load_pag
+
+    (test_task,) = T.load_tasks("retail", "test", limit=1)
+    for name, tasks_line, extra_example in (
+            ("whole", json.dumps({"id": test_task.id, "turns": [], "functions": []}), None),
+            ("orphan", None, {"task_id": "nowhere_1"})):
+        bad = tmp_path / name
+        bad.mkdir()
+        for f in ("train.jsonl", "validation.jsonl", "card.json", "tasks.jsonl"):
+            (bad / f).write_text((pag_dir / f).read_text())
+        if tasks_line:
+            (bad / "tasks.jsonl").write_text((pag_dir / "tasks.jsonl").read_text() + tasks_line + "\n")
+        if extra_example:
+            (bad / "train.jsonl").write_text((pag_dir / "train.jsonl").read_text() + json.dumps(extra_example) + "\n")
+        with pytest.raises(ConfigError, match="must be references" if name == "whole" else "does not hold"):
+            load_pag(bad)
