@@ -87,3 +87,19 @@ def test_test_tasks_never_become_training_data(monkeypatch):
                                                                            **kw))
     with pytest.raises(ConfigError, match="overlap"):
         P.build(["retail"], limit=1, verify=False)
+
+
+def test_every_reply_target_is_a_well_formed_reply(pag):
+    """Defect (issue 14 review): the gold confirmation ("I can do this next: name(...)") held call syntax, so the
+    driver took it for a broken call (parse_error), the format reward scored the teacher's own target 0 and
+    ``reply_ok`` refused it."""
+    from parl_mt_lib.rewards import StepView, format_reward
+    from parl_mt_lib.rollout import looks_like_calls
+    from parl_mt_lib.sft_eval import reply_ok
+
+    replies = [e for e in pag[0]["examples"] if e["kind"] == "reply"]
+    assert any("confirm" in e["completion_plain"] for e in replies)
+    for e in replies:
+        assert not looks_like_calls(e["completion_plain"]), e["completion_plain"]
+        assert reply_ok(e["completion_plain"], "plain") and reply_ok(e["completion_progress"], "progress")
+        assert format_reward(StepView(e["completion_progress"], "progress")) == 1.0

@@ -183,12 +183,23 @@ def _gold_turns(actions, writes) -> list[list]:
     return turns
 
 
+def _in_words(call) -> str:
+    """A write described in words, without call syntax: prose with ``name(`` in it would read as a broken call.
+
+    >>> from parl_mt_lib.calls import Call
+    >>> _in_words(Call("cancel_pending_order", {"order_id": "#W1", "reason": "no longer needed"}))
+    "cancel pending order with order_id '#W1', reason 'no longer needed'"
+    """
+    args = ", ".join(f"{k} {v!r}".replace("(", "[").replace(")", "]") for k, v in call.kwargs.items())
+    return call.name.replace("_", " ") + (f" with {args}" if args else "")
+
+
 def _replies(gold: list[list], info: list[str]) -> list[str]:
     """What the oracle says at the end of each turn: ask to confirm the next write; at the end, the info."""
     out = []
     for t in range(len(gold)):
         if t + 1 < len(gold):
-            out.append(f"I can do this next: {gold[t + 1][0].render()}. Do you confirm (yes/no)?")
+            out.append(f"I can do this next: {_in_words(gold[t + 1][0])}. Do you confirm? Yes or no.")
         elif info:  # tau2's check drops commas from the message; ';' keeps the items apart
             out.append("All done. The information you asked for: " + "; ".join(info) + ".")
         else:
