@@ -25,6 +25,7 @@ Example:
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 from .runtime import ConfigError
@@ -95,6 +96,30 @@ def register_backend(name: str, factory, *, from_recipe: bool = False) -> None:
     BACKENDS[name] = factory
     if from_recipe:
         RECIPE_BACKENDS.add(name)
+
+
+@contextmanager
+def greedy(backend):
+    """``backend`` with sampling switched off for the block (held-out evaluation through the RL's own engine: the
+    same weights the next rollouts use, greedy); its temperature is restored after.
+
+    >>> b = make_rollout_backend("scripted", fn=lambda req: "[ls()]")
+    >>> b.temperature = 1.0
+    >>> with greedy(b) as g:
+    ...     g.temperature
+    0.0
+    >>> b.temperature
+    1.0
+    """
+    if not hasattr(backend, "temperature"):
+        raise ConfigError(f"rollout backend {getattr(backend, 'name', backend)!r} has no temperature to switch off "
+                          "for greedy held-out play; use rollout_backend: hf")
+    old = backend.temperature
+    backend.temperature = 0.0
+    try:
+        yield backend
+    finally:
+        backend.temperature = old
 
 
 def make_rollout_backend(kind: str, **kw):

@@ -33,12 +33,22 @@ from .runtime import ConfigError, append_jsonl, atomic_dir, atomic_write_json, p
 
 # ------------------------------------------------------------------ the loop
 
-def heldout_success(model, tok, tasks: list, recipe: RLRecipe) -> float:
-    """Greedy play of held-out synthetic tasks in the method's context, official verdicts."""
+def heldout_success(model, tok, tasks: list, recipe: RLRecipe, policy=None) -> float:
+    """Greedy play of held-out synthetic tasks in the method's context, official verdicts.
+
+    With a recipe backend other than ``hf`` and its ``policy`` given (the run's engine, holding the current
+    weights), the tasks are played through that engine in greedy mode, ``generation_batch_size`` in flight -- the
+    same engine the rollouts use, not HF ``generate`` (which made the held-out evaluation of a SmolLM2 RL run
+    take longer than its iterations: LOG 2026-11-25). ``hf`` keeps its own batched HF play."""
+    from .backends import greedy
     from .sft_eval import task_success
 
-    return task_success(model, tok, tasks, METHODS[recipe.method][1], recipe.tool_docs,
-                        recipe.max_new_tokens)["task_success"]
+    view = METHODS[recipe.method][1]
+    if policy is not None and recipe.rollout_backend != "hf":
+        with greedy(policy) as g:
+            return task_success(model, tok, tasks, view, recipe.tool_docs, recipe.max_new_tokens, policy=g,
+                                batch_size=recipe.generation_batch_size)["task_success"]
+    return task_success(model, tok, tasks, view, recipe.tool_docs, recipe.max_new_tokens)["task_success"]
 
 
 def iteration_row(it: int, episodes, scored, samples, upd: dict, rollout_s: float, update_s: float) -> dict:
@@ -116,7 +126,7 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
         for it in trange(start, end, desc=recipe.method, disable=not progress):
             held_s = None
             if held and (it == 0 or (recipe.eval_every and it % recipe.eval_every == 0)):
-                held_s = heldout_success(model, tok, held, recipe)
+                held_s = heldout_success(model, tok, held, recipe, policy)
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()  # GPU peak per iteration (CPU: the process's peak RSS so far)
             torch.manual_seed(recipe.seed * 100_003 + it)  # rollouts depend on (seed, iteration) and the recipe's
@@ -140,12 +150,15 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
             append_jsonl(rows_path, row)
             if (it + 1) % recipe.save_every == 0 or it + 1 == recipe.iterations:
                 save_checkpoint(out, it + 1, model, tok, optimizer)
+        # the final held-out play through the run's own engine, while it is open (it holds the final weights)
+        final_held = (heldout_success(model, tok, held, recipe, policy)
+                      if held and end == recipe.iterations and recipe.rollout_backend != "hf" else None)
     finally:  # an engine built here (vLLM: a server process) ends here, before the merge and held-out eval
         if backend is None and hasattr(policy, "close"):
             policy.close()
     if end < recipe.iterations:
         return {"stopped_at": end}
-    return finish_rl(recipe, out, model, tok, held, time.time() - t_start)
+    return finish_rl(recipe, out, model, tok, held, time.time() - t_start, heldout_final=final_held)
 
 
 def first_last(values: list[float], frac: float = 0.2) -> tuple[float, float]:
@@ -167,8 +180,10 @@ def logprob_gap_summary(rows: list[dict]) -> dict:
             "logprob_gap_max": max(r["logprob_gap_max"] for r in got) if got else None}
 
 
-def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float) -> dict:
-    """Final held-out evaluation, ``final/`` (merged weights, loadable by 05_evaluate) and ``metrics.json``."""
+def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float,
+              heldout_final: float | None = None) -> dict:
+    """Final held-out evaluation (``heldout_final`` when the caller already played it through its engine),
+    ``final/`` (merged weights, loadable by 05_evaluate) and ``metrics.json``."""
     rows = sorted(read_jsonl(out / "iterations.jsonl"), key=lambda r: r["iteration"])
     final = out / "final"
     merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
@@ -183,7 +198,9 @@ def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float
         "method": recipe.method, "seed": recipe.seed, "iterations": len(rows),
         "reward_first20": first, "reward_last20": last,
         "heldout_start": rows[0].get("heldout_success") if rows else None,
-        "heldout_final": heldout_success(merged, tok, held, recipe) if held else None, "n_heldout_tasks": len(held),
+        "heldout_final": (heldout_final if heldout_final is not None
+                          else heldout_success(merged, tok, held, recipe) if held else None),
+        "n_heldout_tasks": len(held), "heldout_engine": recipe.rollout_backend,
         "cost": {**{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in cost_keys}, **logprob_gap_summary(rows)},
         "final_dir": str(final), "recipe": asdict(recipe),
         "provenance": provenance(seeds=[recipe.seed], wall_clock_s=round(wall_s, 1),

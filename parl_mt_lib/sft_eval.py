@@ -42,16 +42,19 @@ CPU_BATCH_TOKENS = 4096
 
 
 def play(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_tokens: int = 96,
-         batch_size: int = 16) -> list:
+         batch_size: int = 16, policy=None) -> list:
     """Greedy free-running episodes of ``tasks`` in the view's context (``progress`` or full history), through
     the rollout driver: ``batch_size`` episodes in flight (a finished one's slot refilled), their steps batched
     into one ``generate`` call (on CPU up to :data:`CPU_BATCH_TOKENS` padded prompt tokens per call; on GPU up to
-    the policy's own cap)."""
+    the policy's own cap). ``policy``: a ready rollout backend to play with instead of HF ``generate`` on
+    ``model`` (the RL's vLLM engine, already holding ``model``'s weights; the caller makes it greedy)."""
     from .context import make_context
     from .policies import HFPolicy
     from .rollout import run_episodes
 
     ctx = make_context("progress" if view == "progress" else "full_history", tool_docs=tool_docs)
+    if policy is not None:
+        return run_episodes(policy, tasks, ctx, batch_size=batch_size, progress=False)
     if getattr(tok, "padding_side", "left") != "left":  # batched generation needs left padding (a copy: the
         import copy                                      # caller's tokenizer keeps its own side)
 
@@ -123,9 +126,11 @@ def step_metrics(model, tok, examples: list[dict], tasks: dict, view: str, tool_
     return trajectory_metrics(play(model, tok, [tasks[i] for i in ids], view, tool_docs, max_new_tokens), view)
 
 
-def task_success(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_tokens: int = 96) -> dict:
-    """Play held-out tasks end to end (progress or full-history context) and score them officially."""
-    m = trajectory_metrics(play(model, tok, tasks, view, tool_docs, max_new_tokens), view)
+def task_success(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_tokens: int = 96,
+                 policy=None, batch_size: int = 16) -> dict:
+    """Play held-out tasks end to end (progress or full-history context) and score them officially
+    (``policy``: see :func:`play`)."""
+    m = trajectory_metrics(play(model, tok, tasks, view, tool_docs, max_new_tokens, batch_size, policy), view)
     return {"n_tasks": m["n_tasks"], "task_success": m["task_success"]}
 
 

@@ -299,3 +299,32 @@ def test_a_backend_the_loop_built_is_closed_when_the_loop_fails(pag_dir, toy_pat
     with pytest.raises(RuntimeError, match="engine crashed"):
         train_rl(recipe, tmp_path / "run2", progress=False, backend=given)
     assert given.closed == 0
+
+
+def test_heldout_play_goes_through_the_recipe_backend_greedy(pag_dir, toy_path, tmp_path, monkeypatch):
+    """Defect (issue 13): with ``rollout_backend: vllm`` the start-of-run and final held-out evaluations played with
+    HF ``generate`` whatever the recipe's backend (a SmolLM2 PAG-RL probe spent 14 min there before its first
+    iteration). Now they go through the run's own engine, greedy, while it is open; rollouts keep the recipe's
+    temperature."""
+    from parl_mt_lib import backends
+
+    seen, closed = [], []
+
+    class Recording(HFPolicy):  # an HF policy registered as another engine: it records each call's temperature
+        def generate(self, requests):
+            seen.append((self.temperature, bool(closed)))
+            return super().generate(requests)
+
+        def close(self):
+            closed.append(1)
+
+    monkeypatch.setitem(backends.BACKENDS, "recording", lambda *, model, tokenizer, **kw: Recording(model, tokenizer,
+                                                                                                  **kw))
+    monkeypatch.setattr(backends, "RECIPE_BACKENDS", backends.RECIPE_BACKENDS | {"recording"})
+    recipe = _recipe(pag_dir, toy_path, iterations=1, eval_tasks=2, rollout_backend="recording", temperature=1.0)
+    m = train_rl(recipe, tmp_path / "run", progress=False)
+    temps = [t for t, _ in seen]
+    assert 0.0 in temps and 1.0 in temps          # held-out greedy and rollouts sampled, on the same engine
+    assert temps[0] == 0.0 and temps[-1] == 0.0   # start-of-run and final held-out evaluations
+    assert not any(after for _, after in seen) and closed == [1]  # all before the engine closed
+    assert m["heldout_engine"] == "recording" and m["heldout_final"] is not None
