@@ -425,3 +425,20 @@ def test_system_prompt_is_the_benchmarks_own_bfcl_unchanged_tau2_calls_or_a_mess
             if mode == "progress":  # the progress instruction names the τ-bench action too
                 assert T.progress_instruction(short=docs == "minimal") in p and "or your message to the user" in p
                 assert INSTRUCTION not in p
+
+
+def test_records_of_scored_entries_survive_a_failed_run(tmp_path, monkeypatch):
+    """Defect (issue 14 review): records were written only after ``evaluate`` returned, so a run that failed
+    midway kept its finished entries (a resumed run skips them) but lost their tau2 records, and the re-check
+    then passed on fewer records than entries."""
+    import parl_mt_lib.evaluate as E
+
+    def scores_one_then_fails(*a, **kw):
+        T.BENCHMARKS["airline"].records.append({"id": "tau2_airline_0", "valid": True, "reward": 1.0,
+                                                     "record": {}})
+        raise RuntimeError("engine died")
+
+    monkeypatch.setattr(E, "evaluate", scores_one_then_fails)
+    with pytest.raises(RuntimeError, match="engine died"):
+        T.evaluate_tau2("airline", limit=1, results_dir=tmp_path)
+    assert [json.loads(x)["id"] for x in (tmp_path / "records.jsonl").read_text().splitlines()] == ["tau2_airline_0"]

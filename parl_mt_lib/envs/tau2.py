@@ -259,11 +259,11 @@ def evaluate_tau2(domain: str, policy="oracle", *, split: str = "test", user: st
     try:
         metrics = evaluate(policy, entries=tasks, seeds=list(range(trials)), results_dir=results_dir,
                            policy_obj=policy_obj, **kw)
-    finally:
-        new, bench.records = bench.records, None
+    finally:  # the records of the entries scored so far are kept even when the run fails (entries.jsonl keeps
+        new, bench.records = bench.records, None  # those entries, and a resumed run skips them)
+        for r in new:
+            append_jsonl(Path(results_dir) / "records.jsonl", r)
     out = Path(results_dir)
-    for r in new:
-        append_jsonl(out / "records.jsonl", r)
     rows = [r for r in read_jsonl(out / "entries.jsonl") if r["seed"] < trials]
     floor = [t.id for t in tasks if do_nothing_passes(t)]
     metrics["tau2"] = {"domain": domain, "split": split, "trials": trials, **user_provenance(user),
