@@ -431,20 +431,26 @@ def section_compare(res: _Results) -> list[str]:
             if (m, b) in by else "—" for m in methods])
     out += _table(["task success"] + [METHODS.get(m, m) for m in methods], rows)
     kinds = []
-    for m in methods:
-        r = next((by[m, b] for b in benches if (m, b) in by), {})
-        kinds.append(f"{METHODS.get(m, m)}: {r.get('interval', '?')}, {_num(r.get('n_seeds'))} run(s)")
+    for m in methods:  # one entry per kind of interval a method's rows have (τ-bench rows: one run, Wilson)
+        got: dict = {}
+        for b in benches:
+            if (m, b) in by:
+                got.setdefault((by[m, b].get("interval", "?"), _num(by[m, b].get("n_seeds"))), []).append(b)
+        parts = [f"{i}, {n} run(s)" + (f" ({', '.join(bs)})" if len(got) > 1 else "") for (i, n), bs in got.items()]
+        kinds.append(f"{METHODS.get(m, m)}: {'; '.join(parts) or '?'}")
     out += ["", "95% intervals — " + "; ".join(kinds) + "."]
     excluded = {b: n for b, n in (c.get("excluded_bfcl_ids") or {}).items() if n}
     if excluded:
         out += ["", "Excluded from BFCL as hold-out training ids: "
                 + ", ".join(f"{n} from {b}" for b, n in sorted(excluded.items())) + "."]
-    out += ["", *_paired(res, c, methods, benches)]
+    notes = {b: next((by[m, b].get("note") for m in methods if (m, b) in by and by[m, b].get("note")), None)
+             for b in benches}
+    out += ["", *_paired(res, c, methods, benches, notes)]
     out += [f"- {provenance_line(INPUTS['compare'], c)}"]
     return out + [""]
 
 
-def _paired(res: _Results, c: dict, methods: list, benches: list) -> list[str]:
+def _paired(res: _Results, c: dict, methods: list, benches: list, notes: dict | None = None) -> list[str]:
     """Paired differences on the same tasks: per-task success averaged over training seeds, bootstrap over tasks."""
     runs = [r for r in c.get("runs") or [] if isinstance(r, dict)]
     pairs = [(a, b, why) for a, b, why in PAIRS if a in methods and b in methods]
@@ -470,7 +476,9 @@ def _paired(res: _Results, c: dict, methods: list, benches: list) -> list[str]:
             if not by_task.get(a) or not by_task.get(bb):
                 continue
             r = paired_bootstrap(by_task[a], by_task[bb], n_boot=N_BOOT, seed=0)
-            rows.append([f"{METHODS.get(a, a)} − {METHODS.get(bb, bb)}", why, b, str(r["n"]),
+            note = (notes or {}).get(b)  # the row's caveat travels with it (τ-bench: the scripted user)
+            rows.append([f"{METHODS.get(a, a)} − {METHODS.get(bb, bb)}", why, f"{b} ({note})" if note else b,
+                         str(r["n"]),
                          f"{r['diff']:+.2f}{_ci(r['ci95'])}"])
     out = ["Paired differences on the same tasks (per-task success averaged over training seeds; 95% percentile "
            f"bootstrap over tasks, {N_BOOT} resamples, seed 0; seed-to-seed spread is in the t-intervals above):", ""]

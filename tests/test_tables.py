@@ -330,8 +330,21 @@ def test_tau2_section_oracle_pass1_toy_pass_k_and_06_rows(tmp_path):
     _w(tmp_path / "06_compare/comparison.json", {"provenance": PROV, "table": [
         {"method": m, "benchmark": "tau2_airline", "mean": 0.25, "ci95_low": 0.05, "ci95_high": 0.7, "n_seeds": 1,
          "n_items": 4, "interval": "Wilson over items (one run)", "note": SCRIPTED_NOTE, "do_nothing_floor": 0.25}
-        for m in ("base", "parl_mt")]})
+        for m in ("base", "parl_mt")] + [
+        {"method": "sft_pag", "benchmark": "tau2_airline", "mean": 0.25, "ci95_low": 0.05, "ci95_high": 0.7,
+         "n_seeds": 1, "n_items": 4, "interval": "Wilson over items (one run)", "note": SCRIPTED_NOTE}] + [
+        {"method": "sft_pag", "benchmark": "synthetic", "mean": 0.5, "ci95_low": 0.4, "ci95_high": 0.6, "n_seeds": 3,
+         "n_items": 4, "interval": "t over training seeds"}],
+        "runs": [{"method": m, "benchmark": "tau2_airline", "seed": 0} for m in ("sft_pag", "parl_mt")]})
+    for m in ("sft_pag", "parl_mt"):  # per-task verdicts for the paired differences
+        (tmp_path / f"06_compare/{m}/tau2_airline/seed0").mkdir(parents=True)
+        (tmp_path / f"06_compare/{m}/tau2_airline/seed0/entries.jsonl").write_text(
+            "".join(json.dumps({"id": f"t{i}", "valid": i == 0}) + "\n" for i in range(4)))
     text = tables.render_block(tmp_path)
+    # the paired rows carry the scripted-user caveat; one method's two kinds of interval are both named
+    assert f"| PARL-MT − SFT-PAG | what PAG-RL adds to SFT-PAG | tau2_airline ({SCRIPTED_NOTE}) | 4 |" in text
+    assert ("SFT-PAG: Wilson over items (one run), 1 run(s) (tau2_airline); t over training seeds, 3 run(s) "
+            "(synthetic)") in text
     section = text[text.index("#### τ-bench"):]
     assert "| airline | oracle (gold actions) | 4/4 | 1 | pass^1 1.00 [0.51, 1.00] | 0.25 | scripted (" in section
     # toy: task 0 always passes, the others only in trial 0 -> pass^1 = 0.5, pass^2 = pass^3 = 0.25
