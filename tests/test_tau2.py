@@ -442,3 +442,28 @@ def test_records_of_scored_entries_survive_a_failed_run(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="engine died"):
         T.evaluate_tau2("airline", limit=1, results_dir=tmp_path)
     assert [json.loads(x)["id"] for x in (tmp_path / "records.jsonl").read_text().splitlines()] == ["tau2_airline_0"]
+
+
+def test_local_model_user_gets_tau2s_prompt_with_roles_flipped_and_its_replies_count():
+    """User source (b) without a model: the local generator receives tau2's simulator prompt (system message from
+    the task's scenario) with the roles flipped (the agent speaks as ``user``), its text becomes the user turn, and
+    an empty reply is retried, then ends the conversation with a reason (issue 14 review: the toy smoke test held
+    even with this path broken)."""
+    (task,) = T.load_tasks("retail", "test", limit=1)
+    seen, replies = [], iter(["I want to exchange a water bottle.", "###STOP###"])
+
+    def local(msgs):
+        seen.append(msgs)
+        return next(replies)
+
+    u = T.SimulatedUser(task, "local", local=local, retries=0)
+    assert u._reply(None, None) == "I want to exchange a water bottle."
+    system = seen[0][0]
+    assert system["role"] == "system" and str(task.scenario)[:60] in system["content"]
+    assert [m["role"] for m in seen[0][1:]] == ["user"]  # tau2's agent greeting, flipped
+    assert u._reply(None, "Sure, which order is it?") == "###STOP###"
+    assert [m["role"] for m in seen[1][1:]] == ["user", "assistant", "user"]
+    assert seen[1][-1]["content"] == "Sure, which order is it?"
+    mute = T.SimulatedUser(task, "local", local=lambda msgs: "", retries=1)
+    assert mute._reply(None, None) is None and mute.end_reason == "user_error"
+    assert mute.end_detail == "empty simulator reply (after 2 attempts)"
