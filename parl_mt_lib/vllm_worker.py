@@ -41,7 +41,7 @@ class WeightSync:
         model = self.model_runner.model
         try:
             self.reload_weights(weights_path=path)
-        except TypeError:  # an older vLLM: reload_weights() takes no path
+        except (TypeError, AttributeError):  # an older vLLM: reload_weights() takes no path, or has none
             from safetensors.torch import load_file
 
             for f in files:

