@@ -171,8 +171,7 @@ def rl_init(pag_dir, tmp_path_factory):
 def test_two_pag_rl_iterations_with_vllm_and_with_hf(pag_dir, rl_init, tmp_path):
     """The recipe names the backend; both runs log the sampler-vs-trainer gap and the importance weights every
     iteration. With vLLM the weights reach the engine after every update: the gap stays ~0 (< 1e-4; a stale
-    engine shows > 1e-3, see above) both after a skipped (zero) update and after a real one -- with these seeds
-    iteration 0 is skipped (its groups' rewards do not vary) and iteration 1 updates."""
+    engine shows > 1e-3, see above) from the first iteration (nothing updated yet) and after a real update."""
     from parl_mt_lib.rl import load_rl_recipe, train_rl
 
     rows = {}
@@ -190,4 +189,6 @@ def test_two_pag_rl_iterations_with_vllm_and_with_hf(pag_dir, rl_init, tmp_path)
             assert 0 <= r["logprob_gap_mean"] <= r["logprob_gap_max"] < 1e-4, (backend, r)
             assert r["skipped"] or r["is_weight_mean"] == pytest.approx(1.0, abs=1e-3), (backend, r)
     v = rows["vllm"]
-    assert v[0]["skipped"] and not v[1]["skipped"] and v[1]["grad_norm"] > 0  # zero update, then a real one
+    # a real update before a later iteration (whose gap, checked above, then proves the new weights reached the
+    # engine); which iteration it is depends on the SFT init's samples (it moved when the PAG fixture changed)
+    assert any(not r["skipped"] and r["grad_norm"] > 0 for r in v[:-1]), [(r["skipped"], r["grad_norm"]) for r in v]
