@@ -106,12 +106,13 @@ def vllm_python() -> str | None:
     env = os.environ.get("PARL_MT_VLLM_PYTHON")
     if env:
         return env
-    if importlib.util.find_spec("vllm") and _cuda():  # a GPU vLLM here beats the CPU build in .venv-vllm
+    here = importlib.util.find_spec("vllm") is not None
+    if here and _cuda():  # a GPU vLLM here beats the CPU build in .venv-vllm
         return sys.executable
     venv = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     if venv.exists():
         return str(venv)
-    return sys.executable if importlib.util.find_spec("vllm") else None
+    return sys.executable if here else None
 
 
 def _cuda() -> bool:

@@ -151,7 +151,7 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
             if (it + 1) % recipe.save_every == 0 or it + 1 == recipe.iterations:
                 save_checkpoint(out, it + 1, model, tok, optimizer)
         # the final held-out play through the run's own engine, while it is open (it holds the final weights)
-        final_held = (heldout_success(model, tok, held, recipe, policy)
+        final_held = (heldout_success(model, tok, held, recipe, policy)  # (hf: finish_rl plays the merged model)
                       if held and end == recipe.iterations and recipe.rollout_backend != "hf" else None)
     finally:  # an engine built here (vLLM: a server process) ends here, before the merge and held-out eval
         if backend is None and hasattr(policy, "close"):

@@ -422,10 +422,13 @@ def section_compare(res: _Results) -> list[str]:
     methods += [m for m in dict.fromkeys(r.get("method") for r in table) if m not in methods]
     benches = list(dict.fromkeys(r.get("benchmark") for r in table))
     by = {(r.get("method"), r.get("benchmark")): r for r in table}
+    # a benchmark's caveat (τ-bench: the scripted user), on its six-way row and on its paired rows
+    notes = {b: next((by[m, b].get("note") for m in methods if (m, b) in by and by[m, b].get("note")), None)
+             for b in benches}
     rows = []
     for b in benches:
         n = next((by[m, b].get("n_items") for m in methods if (m, b) in by), None)
-        note = next((by[m, b].get("note") for m in methods if (m, b) in by and by[m, b].get("note")), None)
+        note = notes[b]
         rows.append([f"{b} ({_num(n)} items{'; ' + note if note else ''})"] + [
             _num(by[m, b].get("mean")) + _ci([by[m, b].get("ci95_low"), by[m, b].get("ci95_high")])
             if (m, b) in by else "—" for m in methods])
@@ -443,8 +446,6 @@ def section_compare(res: _Results) -> list[str]:
     if excluded:
         out += ["", "Excluded from BFCL as hold-out training ids: "
                 + ", ".join(f"{n} from {b}" for b, n in sorted(excluded.items())) + "."]
-    notes = {b: next((by[m, b].get("note") for m in methods if (m, b) in by and by[m, b].get("note")), None)
-             for b in benches}
     out += ["", *_paired(res, c, methods, benches, notes)]
     out += [f"- {provenance_line(INPUTS['compare'], c)}"]
     return out + [""]
@@ -476,7 +477,7 @@ def _paired(res: _Results, c: dict, methods: list, benches: list, notes: dict | 
             if not by_task.get(a) or not by_task.get(bb):
                 continue
             r = paired_bootstrap(by_task[a], by_task[bb], n_boot=N_BOOT, seed=0)
-            note = (notes or {}).get(b)  # the row's caveat travels with it (τ-bench: the scripted user)
+            note = (notes or {}).get(b)
             rows.append([f"{METHODS.get(a, a)} − {METHODS.get(bb, bb)}", why, f"{b} ({note})" if note else b,
                          str(r["n"]),
                          f"{r['diff']:+.2f}{_ci(r['ci95'])}"])

@@ -254,7 +254,7 @@ def evaluate_tau2(domain: str, policy="oracle", *, split: str = "test", user: st
     tasks = load_tasks(domain, split, limit=limit, user=user, user_options=user_options)
     if policy_obj is None and policy == "oracle":
         policy_obj = Tau2OraclePolicy(style=kw.get("style", "python"))
-    bench = BENCHMARKS[domain]
+    bench, out = BENCHMARKS[domain], Path(results_dir)
     bench.records = []
     try:
         metrics = evaluate(policy, entries=tasks, seeds=list(range(trials)), results_dir=results_dir,
@@ -262,8 +262,7 @@ def evaluate_tau2(domain: str, policy="oracle", *, split: str = "test", user: st
     finally:  # the records of the entries scored so far are kept even when the run fails (entries.jsonl keeps
         new, bench.records = bench.records, None  # those entries, and a resumed run skips them)
         for r in new:
-            append_jsonl(Path(results_dir) / "records.jsonl", r)
-    out = Path(results_dir)
+            append_jsonl(out / "records.jsonl", r)
     rows = [r for r in read_jsonl(out / "entries.jsonl") if r["seed"] < trials]
     floor = [t.id for t in tasks if do_nothing_passes(t)]
     metrics["tau2"] = {"domain": domain, "split": split, "trials": trials, **user_provenance(user),
