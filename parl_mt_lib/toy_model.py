@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .runtime import atomic_dir, cache_dir
+from .runtime import atomic_dir, build_lock, cache_dir
 
 BUILDER_VERSION = 1
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -93,13 +93,20 @@ def _key(cfg: ToyConfig, texts: list[str]) -> str:
 
 def build_toy_model(cfg: ToyConfig = ToyConfig(), extra_texts=(), out_dir=None, force: bool = False) -> Path:
     """Build (or reuse from cache) the toy model; return its directory, loadable with ``from_pretrained``."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
     texts = corpus(extra_texts)
     path = Path(out_dir) if out_dir else cache_dir() / f"toy-{_key(cfg, texts)}"
     if (path / "config.json").exists() and not force:
         return path
+    with build_lock(path):  # a concurrent builder (another xdist worker) may have finished meanwhile
+        if (path / "config.json").exists() and not force:
+            return path
+        return _build(cfg, texts, path)
+
+
+def _build(cfg: ToyConfig, texts, path: Path) -> Path:
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
     tok = _train_tokenizer(texts, cfg.vocab_size)
     torch.manual_seed(cfg.seed)
     config = Qwen2Config(vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,

@@ -4,11 +4,48 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 from parl_mt_lib.runtime import set_threads  # noqa: E402
 
 set_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+# `make test` runs everything in one pytest on two pytest-xdist workers (`-n 2 --dist loadfile
+# --no-loadscope-reorder`). The scheduler below keeps each test module on one worker (its module fixtures, e.g. the
+# vLLM engine, start once) and all the notebooks on one worker, in order (a smoke notebook reads the earlier ones'
+# outputs); the groups measured to take minutes are handed out first (longest first), so no worker is left alone
+# with a long one at the end. Seconds per group on 2 cores: LOG.md 2026-12-03. (Not xdist's `loadgroup`: under
+# pytest 9 its group suffix on the node id is silently lost and every notebook cell is scheduled on its own.)
+LONG_FIRST = ("tests/test_vllm.py", "notebooks", "tests/test_tau2.py", "tests/test_sft.py", "tests/test_smollm2.py",
+              "tests/test_scaleout.py", "tests/test_figures.py", "tests/test_vllm_errors.py")
+
+
+def schedule_group(nodeid: str) -> str:
+    """The scheduling unit of a test: its file, or ``notebooks`` for any notebook cell.
+
+    >>> schedule_group("notebooks/02_sft.ipynb::Cell 3"), schedule_group("tests/test_rl.py::test_x[a::b]")
+    ('notebooks', 'tests/test_rl.py')
+    """
+    path = nodeid.split("::", 1)[0]
+    return "notebooks" if path.endswith(".ipynb") else path
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {g: i for i, g in enumerate(LONG_FIRST)}
+    items.sort(key=lambda it: rank.get(schedule_group(it.nodeid), len(rank)))  # stable: the order within a group stays
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return schedule_group(nodeid)
+
+    return ByGroup(config, log)
 
 
 @pytest.fixture(scope="session")
