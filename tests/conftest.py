@@ -4,15 +4,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
-
 import pytest  # noqa: E402
 
 from parl_mt_lib.runtime import set_threads  # noqa: E402
 
 set_threads(1)
 
-ROOT = Path(__file__).resolve().parents[1]
 # `make test` runs everything in one pytest on two pytest-xdist workers (`-n 2 --dist loadfile
 # --no-loadscope-reorder`). The scheduler below keeps each test module on one worker (its module fixtures, e.g. the
 # vLLM engine, start once) and all the notebooks on one worker, in order (a smoke notebook reads the earlier ones'
@@ -38,6 +35,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda it: rank.get(schedule_group(it.nodeid), len(rank)))  # stable: the order within a group stays
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook only while pytest-xdist is loaded (`-p no:xdist` still runs)
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
