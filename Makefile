@@ -65,9 +65,11 @@ install:
 # pytest-xdist workers; tests/conftest.py groups a module's tests (and all the notebooks, in order) on one worker
 # and hands out the long groups first.
 TEST_WORKERS ?= 2
+# cores per worker (runtime.cpu_budget caps a notebook's threads and grid workers): the 2-core default gives one each
+TEST_CPUS ?= $(shell n=$$(( $$(nproc 2>/dev/null || echo 2) / $(TEST_WORKERS) )); echo $$(( n > 0 ? n : 1 )))
 XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: install
-	PARL_MT_SMOKE=1 $(PY) -m pytest $(XDIST) tests parl_mt_lib notebooks --doctest-modules --nbval-lax $(PYTEST_ARGS)
+	PARL_MT_SMOKE=1 PARL_MT_CPUS=$(TEST_CPUS) $(PY) -m pytest $(XDIST) tests parl_mt_lib notebooks --doctest-modules --nbval-lax $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest $(XDIST) tests -m "not slow"

@@ -76,13 +76,31 @@ def smoke_mode(flag: bool = False) -> bool:
     return bool(flag) or os.environ.get("PARL_MT_SMOKE", "0") == "1"
 
 
+def cpu_budget() -> int:
+    """CPU cores this process and the workers it starts may use: ``$PARL_MT_CPUS``, else the machine's. ``make
+    test`` sets 1: each of its two pytest-xdist workers gets one core, so a notebook asking for ``threads = 2`` or
+    one grid worker per core does not oversubscribe the CPU that the other worker is using (seen 2026-12-03: the
+    smoke notebooks took ~3x longer beside a second worker than alone).
+
+    >>> os.environ["PARL_MT_CPUS"] = "1"; (cpu_budget(), resolve_workers(None, 4)); del os.environ["PARL_MT_CPUS"]
+    (1, 1)
+    """
+    env = os.environ.get("PARL_MT_CPUS", "").strip()
+    if not env:
+        return os.cpu_count() or 1
+    if not env.isdigit() or int(env) < 1:
+        raise ConfigError(f"PARL_MT_CPUS must be a whole number >= 1 (got {env!r}); unset it to use every core")
+    return int(env)
+
+
 def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op thread count deliberately (default ``$PARL_MT_THREADS`` or 1).
+    """Set torch's intra-op thread count deliberately (default ``$PARL_MT_THREADS`` or 1), never above
+    :func:`cpu_budget`.
 
     Tiny models on 2 cores run an order of magnitude slower when threads are oversubscribed,
     so the toy default is a single thread; pass more for real models.
     """
-    n = int(n or os.environ.get("PARL_MT_THREADS", 1))
+    n = min(int(n or os.environ.get("PARL_MT_THREADS", 1)), cpu_budget())
     import torch
 
     torch.set_num_threads(n)
@@ -115,7 +133,8 @@ def _worker_init(threads: int, parent: int | None = None) -> None:
 
 def resolve_workers(workers: int | None, n_jobs: int) -> int:
     """How many processes run independent jobs side by side: ``workers``, or by default one per CPU core on
-    the CPU and 1 when a GPU is visible (two 7B trainings do not share one card); never more than the jobs.
+    the CPU (:func:`cpu_budget`) and 1 when a GPU is visible (two 7B trainings do not share one card); never more
+    than the jobs.
 
     >>> resolve_workers(4, 3), resolve_workers(1, 6), resolve_workers(2, 0)
     (3, 1, 1)
@@ -123,7 +142,7 @@ def resolve_workers(workers: int | None, n_jobs: int) -> int:
     if workers is None:
         import torch
 
-        workers = 1 if torch.cuda.is_available() else (os.cpu_count() or 1)
+        workers = 1 if torch.cuda.is_available() else cpu_budget()
     if int(workers) < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers}); use 1 to run everything in this process")
     return max(1, min(int(workers), n_jobs))
@@ -233,7 +252,7 @@ def atomic_dir(path: str | os.PathLike):
 
 
 @contextmanager
-def build_lock(path: str | os.PathLike):
+def build_lock(path: str | os.PathLike, timeout: float = 1800):
     """Hold an inter-process lock for building the cached artifact ``path`` (a file ``.<name>.lock`` beside it):
     processes that need the same cache entry at once -- two pytest-xdist workers, two notebooks -- build it once;
     the others wait and then find it built. Check for the artifact again inside the block.
@@ -244,12 +263,21 @@ def build_lock(path: str | os.PathLike):
     >>> d.is_dir(), (d.parent / ".model.lock").exists()
     (True, True)
     """
-    from filelock import FileLock  # a dependency (bfcl-eval's data loaders use it too)
+    from filelock import FileLock, Timeout  # a dependency (bfcl-eval's data loaders use it too)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.parent / f".{path.name}.lock")):
+    lock = path.parent / f".{path.name}.lock"
+    try:
+        lock_ctx = FileLock(str(lock), timeout=timeout)
+        lock_ctx.acquire()
+    except Timeout:
+        raise ConfigError(f"another process has been building {path} for over {timeout:.0f} s (lock {lock}); "
+                          "wait for it, or delete the lock file if no such process is running") from None
+    try:
         yield
+    finally:
+        lock_ctx.release()
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
@@ -301,7 +329,8 @@ def git_sha() -> str:
 
 
 def device_info() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "cpu_budget": cpu_budget()}
     try:
         import torch
 

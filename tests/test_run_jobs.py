@@ -33,3 +33,21 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, f"orphaned workers {left}"
+
+
+def test_a_build_lock_held_elsewhere_times_out_in_one_line(tmp_path):
+    """Two processes needing one cached build (xdist workers, two notebooks): the second waits for the first; a
+    lock never released (a builder stuck, or a soft lock left by a crash) gives a one-line error naming the file."""
+    from filelock import FileLock
+
+    from parl_mt_lib.runtime import ConfigError, build_lock
+
+    target = tmp_path / "model"
+    with FileLock(str(tmp_path / ".model.lock")):  # held by "another process"
+        with pytest.raises(ConfigError, match=r"\.model\.lock") as err:
+            with build_lock(target, timeout=0.2):
+                pass
+    assert "\n" not in str(err.value)
+    with build_lock(target, timeout=0.2):  # released: taken at once
+        target.mkdir()
+    assert target.is_dir()

