@@ -287,7 +287,15 @@ def test_local_model_user_toy_smoke():
     (ep,) = run_episodes(T.Tau2OraclePolicy(), [task], progress=False)
     assert ep.done and ep.user.end_reason in ("user_stop", "user_error", "max_steps")
     assert T.BENCHMARKS["retail"].score(task, ep).reason or ep.user.end_reason == "user_stop"
-    assert T.user_provenance("toy")["comparable"] and not T.user_provenance("scripted")["comparable"]
+
+
+@pytest.mark.parametrize("user, comparable", [("scripted", False), ("toy", False), ("smollm2", False),
+                                              ("/models/Qwen2.5-7B-Instruct", False), ("openai:gpt-4.1", True)])
+def test_user_provenance_only_an_endpoint_simulator_is_comparable(user, comparable):
+    """A local transformers model as the user is not the simulator behind published numbers (review finding)."""
+    p = T.user_provenance(user)
+    assert p["comparable"] is comparable and p["user"] == user
+    assert ("not comparable" in p["note"]) is (not comparable)
 
 
 # ---------------------------------------------------------------- safety

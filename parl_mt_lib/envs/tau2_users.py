@@ -196,15 +196,21 @@ def make_user(task: Tau2Task):
 
 
 def user_provenance(user: str) -> dict:
-    """``{"user", "comparable", "note"}`` for results: only tau2's LLM user simulator is comparable in kind to
-    published τ-bench numbers (and then only with the same simulator model).
+    """``{"user", "comparable", "note"}`` for results: only tau2's LLM user simulator behind an endpoint
+    (``openai:<name>``) is comparable in kind to published τ-bench numbers, and then only with the same simulator
+    model. The same prompt on a local transformers model (``toy``, ``smollm2``, a path) is labelled not
+    comparable: published runs use an API model as the user, and a small local one reveals the task differently.
 
     >>> user_provenance("scripted")["note"]
     'scripted user: not comparable to published numbers'
+    >>> user_provenance("smollm2")["comparable"], user_provenance("openai:gpt-4.1")["comparable"]
+    (False, True)
     """
     if user == "scripted":
         return {"user": user, "comparable": False, "note": SCRIPTED_NOTE}
-    return {"user": user, "comparable": True,
-            "note": "tau2 user simulator prompt on " + (f"endpoint model {user[7:]}" if user.startswith("openai:")
-                                                        else f"local model {user}")
-                    + "; compare with published numbers only for the same simulator model"}
+    if user.startswith("openai:"):
+        return {"user": user, "comparable": True,
+                "note": f"tau2 user simulator prompt on endpoint model {user[7:]}; compare with published numbers "
+                        "only for the same simulator model"}
+    return {"user": user, "comparable": False,
+            "note": f"tau2 user simulator prompt on local model {user}: not comparable to published numbers"}
