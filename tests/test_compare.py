@@ -125,3 +125,17 @@ def test_tau2_rows_test_split_scripted_user_labelled_and_seed_budget(tmp_path):
     assert ids == {t.id for t in load_tasks("airline", "test", limit=2)}  # the test split, never train
     with pytest.raises(ConfigError, match="domain"):
         compare_methods(methods, (0,), {"t": {"tau2": "telecom"}}, tmp_path / "bad", progress=False)
+
+
+def test_tau2_cells_are_redone_when_the_agent_prompt_changes(tmp_path, monkeypatch):
+    """06's τ-bench cells: the agent's system prompt is our code (tau2_prompt), so it is part of the cell's
+    fingerprint; the same prompt reuses the cell, another one redoes it (review finding: it was not)."""
+    pytest.importorskip("tau2", reason="τ-bench needs the optional extra: pip install -e '.[tau]'")
+    from parl_mt_lib.envs import tau2_prompt
+
+    methods = {"once": {"policy": "oracle", "context": "full_history", "seeded": False}}
+    benches = {"tau2_retail": {"tau2": "retail", "limit": 1, "max_new_tokens": 8}}
+    run = lambda: len(compare_methods(methods, (0,), benches, tmp_path / "cmp", progress=False)["reused_cells"])
+    assert run() == 0 and run() == 1
+    monkeypatch.setattr(tau2_prompt, "REPLY_RULE", tau2_prompt.REPLY_RULE + " Be brief.")
+    assert run() == 0
