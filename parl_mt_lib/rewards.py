@@ -76,6 +76,7 @@ class StepView:
     step_in_turn: int = 0
     task_success: bool = False
     turn_success: bool = False
+    replies: bool = False               # the benchmark takes a call-free step as the turn's message to the user
 
 
 def _parsed(text: str):
@@ -121,16 +122,16 @@ def _call_score(call_text: str, result: str, remaining: list[str]) -> float:
 
 
 def format_reward(s: StepView) -> float:
-    """:func:`format_ok`; and a message to the user (τ-bench) — prose without call syntax, which the driver takes as
-    the turn's reply (on BFCL it is a failed step, ``error`` set) — is well formed when the view's block leads it."""
-    from .rollout import looks_like_calls
+    """:func:`format_ok`; on a benchmark with replies (τ-bench) a step without calls is the turn's message to the
+    user, well formed only as :func:`~parl_mt_lib.sft_eval.reply_ok` says — non-empty prose without call syntax,
+    the view's block first (an empty output "ends the turn" on BFCL but tells a τ-bench user nothing)."""
+    from .sft_eval import reply_ok
 
     if s.error is not None:
         return 0.0
-    if format_ok(s.completion, s.view):
-        return 1.0
-    reply = not s.calls and not looks_like_calls(s.completion)
-    return float(reply and (s.view != "progress" or progress_ok(s.completion)))
+    if s.replies and not s.calls:
+        return float(reply_ok(s.completion, s.view))
+    return float(format_ok(s.completion, s.view))
 
 
 def call_reward(s: StepView) -> float:
@@ -197,9 +198,10 @@ def _canonical(text: str, order: dict) -> str:
 def step_views(episode, view: str, task_success: bool, turn_success: list[bool]) -> list[StepView]:
     """The :class:`StepView` of every step of a played episode (gold calls from its task, where it has them;
     positional arguments named from the task's tool docs)."""
-    from .envs import param_order
+    from .envs import benchmark_of, param_order
 
     order = param_order(episode.task)
+    replies = bool(getattr(getattr(episode, "benchmark", None) or benchmark_of(episode.task), "replies", False))
     gold = [[c.with_keywords(order.get(c.name, [])).render() for c in turn]
             for turn in getattr(episode.task, "gold_calls", None) or []]
     out, made, last_turn, k = [], [], -1, 0
@@ -209,7 +211,8 @@ def step_views(episode, view: str, task_success: bool, turn_success: list[bool])
         calls = [_canonical(c, order) for c in step.calls]
         out.append(StepView(step.output, view, tuple(calls), tuple(step.results), step.error,
                             tuple(gold[step.turn]) if step.turn < len(gold) else (), tuple(made), k,
-                            task_success, bool(turn_success[step.turn]) if step.turn < len(turn_success) else False))
+                            task_success, bool(turn_success[step.turn]) if step.turn < len(turn_success) else False,
+                            replies))
         made += calls
         k += 1
     return out

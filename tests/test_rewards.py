@@ -20,6 +20,14 @@ CASES = [
     ("format", dict(completion="[ls(a=True)]", view="plain"), 1.0),
     ("format", dict(completion="", view="plain"), 1.0),
     ("format", dict(completion=P + "[ls()]", error="policy_error"), 0.0),
+    # τ-bench (replies=True): a step without calls is the turn's message to the user, so it must be one
+    ("format", dict(completion="", view="plain", replies=True), 0.0),     # empty: no message (review finding)
+    ("format", dict(completion="   ", view="plain", replies=True), 0.0),
+    ("format", dict(completion=P, replies=True), 0.0),                    # a block and nothing for the user
+    ("format", dict(completion="Your booking is confirmed.", view="plain", replies=True), 1.0),
+    ("format", dict(completion=P + "Your booking is confirmed.", replies=True), 1.0),
+    ("format", dict(completion="Your booking is confirmed.", replies=True), 0.0),   # progress view: block first
+    ("format", dict(completion="[ls(a=True)]", view="plain", calls=("ls(a=True)",), replies=True), 1.0),
     ("call", dict(completion="", calls=("cd(folder='docs')",), results=("None",), turn_gold=GOLD), 1.0),
     ("call", dict(completion="", calls=("cd(folder='docs')",), results=("Error during execution: no such dir",),
                   turn_gold=GOLD), 0.0),                                  # right call, failed execution

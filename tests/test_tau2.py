@@ -475,3 +475,20 @@ def test_local_model_user_gets_tau2s_prompt_with_roles_flipped_and_its_replies_c
     mute = T.SimulatedUser(task, "local", local=lambda msgs: "", retries=1)
     assert mute._reply(None, None) is None and mute.end_reason == "user_error"
     assert mute.end_detail == "empty simulator reply (after 2 attempts)"
+
+
+def test_step_views_of_a_tau2_episode_judge_an_empty_reply_malformed():
+    """Defect (issue 14 review): ``format_reward`` took any call-free step as a well-formed reply, so an empty output
+    — which tells a τ-bench user nothing — earned the format reward. ``step_views`` now marks τ-bench steps
+    ``replies`` (from the task's benchmark) and the oracle's replies still score 1."""
+    from parl_mt_lib.rewards import format_reward, step_views
+
+    (task,) = T.load_tasks("airline", "test", limit=1)
+    (gold,) = run_episodes(T.Tau2OraclePolicy(), [task], progress=False)
+    (empty,) = run_episodes(ScriptedPolicy(lambda r: ""), [task], progress=False)
+    gold_views = step_views(gold, "plain", True, [True] * len(gold.turn_end))
+    assert gold_views and all(v.replies for v in gold_views)
+    assert all(format_reward(v) == 1.0 for v in gold_views)
+    empty_views = step_views(empty, "plain", False, [False] * len(empty.turn_end))
+    assert empty_views and all(v.replies and not v.calls for v in empty_views)
+    assert all(format_reward(v) == 0.0 for v in empty_views)

@@ -84,9 +84,10 @@ def test_a_reply_to_the_user_is_well_formed_for_the_format_reward():
 
     block = "<summary>Exchanged.</summary><plan>Tell the user.</plan>"
     reply = "All done. Is there anything else I can help you with?"
-    assert format_reward(StepView(block + reply, "progress")) == 1.0  # τ-bench: the driver took it as the reply
-    assert format_reward(StepView(reply, "plain")) == 1.0
-    assert format_reward(StepView(reply, "progress")) == 0.0  # no progress block
+    assert format_reward(StepView(block + reply, "progress", replies=True)) == 1.0  # τ-bench: the turn's reply
+    assert format_reward(StepView(reply, "plain", replies=True)) == 1.0
+    assert format_reward(StepView(reply, "progress", replies=True)) == 0.0  # no progress block
+    assert format_reward(StepView(block, "progress", replies=True)) == 0.0  # a block and nothing for the user
     assert format_reward(StepView(block + reply, "progress", error="no call syntax")) == 0.0  # BFCL: a failed step
     assert format_reward(StepView(block + "Sure: [get_user_details(", "progress")) == 0.0  # broken calls never
 
