@@ -102,4 +102,5 @@ def test_every_reply_target_is_a_well_formed_reply(pag):
     for e in replies:
         assert not looks_like_calls(e["completion_plain"]), e["completion_plain"]
         assert reply_ok(e["completion_plain"], "plain") and reply_ok(e["completion_progress"], "progress")
-        assert format_reward(StepView(e["completion_progress"], "progress")) == 1.0
+        # a tau2 step (replies=True): a call-free step is the turn's message, judged by reply_ok
+        assert format_reward(StepView(e["completion_progress"], "progress", replies=True)) == 1.0
