@@ -118,7 +118,8 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
     policy = backend or make_rollout_backend(
         recipe.rollout_backend, model=model, tokenizer=tok, max_new_tokens=recipe.max_new_tokens,
         temperature=recipe.temperature, top_p=recipe.top_p, micro_batch_size=recipe.generation_batch_size,
-        keep_tokens=True, name=recipe.method)
+        keep_tokens=True, name=recipe.method,
+        **({"lora_sync": recipe.lora_sync, "dtype": recipe.engine_dtype} if recipe.rollout_backend == "vllm" else {}))
     ctx = make_context(context_mode(recipe), tool_docs=recipe.tool_docs)
     t_start = time.time()
     end = recipe.iterations if stop_after is None else min(recipe.iterations, start + stop_after)

@@ -274,6 +274,10 @@ def test_rl_tasks_never_touch_evaluation_entries(pag_dir, toy_path):
     ({"lora": True, "lora_dropout": 0.05}, "lora_dropout 0.05"),
     ({"rollout_backend": "oracle"}, "rollout_backend must be one of ['hf', 'vllm']"),
     ({"rollout_backend": "nope"}, "rollout_backend must be one of"),
+    ({"rollout_backend": "vllm", "lora_sync": "merge"}, "lora_sync must be one of adapter, merged"),
+    ({"rollout_backend": "vllm", "engine_dtype": "int8"}, "engine_dtype must be"),
+    ({"lora_sync": "merged"}, "vLLM engine settings"),
+    ({"engine_dtype": "bfloat16"}, "vLLM engine settings"),
 ])
 def test_recipe_refuses_sampling_the_trainer_does_not_model(override, msg):
     from parl_mt_lib.runtime import ConfigError

@@ -157,6 +157,33 @@ def test_lora_adapter_synced_as_a_new_adapter(vtoy):
         b.close()
 
 
+def test_lora_synced_as_merged_weights_into_a_plain_engine(vtoy):
+    """``lora_sync="merged"``: the engine serves no adapter (no LoRA kernels), gets base + delta after each update,
+    its samples score as the trainer's PEFT model does (gap < 1e-4), and the trainer's frozen base is untouched."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = load_model(str(vllm_toy_path()))
+    torch.manual_seed(0)
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    frozen = {n: p.detach().clone() for n, p in pm.named_parameters() if "lora_" not in n}
+    b = make_rollout_backend("vllm", model=pm, tokenizer=tok, max_new_tokens=12, temperature=1.0, keep_tokens=True,
+                             lora_sync="merged")
+    try:
+        assert (b.lora, b.lora_sync, b.model_name) == (False, "merged", "policy")
+        assert "--enable-lora" not in b.server.args
+        assert max(_gaps(pm, tok, _play(b, n=2), 1.0)) < 1e-4  # non-zero B from the start: the delta is served
+        with torch.no_grad():
+            for n, p in pm.named_parameters():
+                if "lora_B" in n:
+                    p.add_(0.2 * torch.randn_like(p))
+        assert max(_gaps(pm, tok, _play(b, n=2), 1.0)) > 1e-3  # stale engine
+        b.load_weights(model=pm)
+        assert max(_gaps(pm, tok, _play(b, n=2), 1.0)) < 1e-4
+        assert all(torch.equal(p, frozen[n]) for n, p in pm.named_parameters() if "lora_" not in n)
+    finally:
+        b.close()
+
+
 @pytest.fixture(scope="module")
 def rl_init(pag_dir, tmp_path_factory):
     """The vLLM toy after 200 SFT steps on the progress view (~20 s): its samples vary in format, so groups get
