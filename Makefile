@@ -120,10 +120,17 @@ SMALL_CURRICULUM := -p results_dir $(SMALL)/01_pag -p n_tasks 300 -y "classes: [
 	-y "turns: [2, 3]" -y "calls_per_turn: [1, 2]" -p p_miss_param 0.0 -p p_miss_func 0.0 -p verify_limit 16 \
 	-p context_bfcl_entries 20
 SMALL_SEEDS := -y "seeds: [0]"
+# τ-bench rows: the untrained model (scripted user) on 5 test tasks x 3 trials per domain, pass^1..3
+TAU_SMALL := -p policy smollm2 -p limit 5 -p trials 3 -p rollout_backend vllm -p tool_docs signatures \
+	-p temperature 0.7 -p max_new_tokens 128
 
 reproduce-small: install
 	@mkdir -p $(SMALL)/executed
 	$(PM) notebooks/01_pag_synthesis.ipynb $(SMALL)/executed/01_pag_synthesis.ipynb $(SMALL_CURRICULUM)
+	$(PM) notebooks/05_evaluate.ipynb $(SMALL)/executed/05_evaluate_tau2_airline_smollm2.ipynb -p benchmark tau2_airline \
+		$(TAU_SMALL) -p results_dir $(SMALL)/05_tau2_airline_smollm2
+	$(PM) notebooks/05_evaluate.ipynb $(SMALL)/executed/05_evaluate_tau2_retail_smollm2.ipynb -p benchmark tau2_retail \
+		$(TAU_SMALL) -p results_dir $(SMALL)/05_tau2_retail_smollm2
 	$(PM) notebooks/02_sft.ipynb $(SMALL)/executed/02_sft.ipynb -p recipe recipes/smollm2-135m/sft.yaml $(SMALL_SEEDS) \
 		-p eval_limit 60 -p task_limit 40 -p results_dir $(SMALL)/02_sft
 	$(PM) notebooks/03_pag_rl.ipynb $(SMALL)/executed/03_pag_rl.ipynb -p recipe recipes/smollm2-135m/pag_rl.yaml \

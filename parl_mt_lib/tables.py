@@ -57,6 +57,7 @@ INPUTS = {
     "toy": "05_evaluate/toy/metrics.json",
     "compare": "06_compare/comparison.json",
     **{f"tau2_{d}_{k}": f"05_evaluate/tau2_{d}_{k}/metrics.json" for d in ("airline", "retail") for k in ("oracle", "toy")},
+    **{f"tau2_{d}_smollm2": f"small/05_tau2_{d}_smollm2/metrics.json" for d in ("airline", "retail")},  # reproduce-small
     "ablations": "07_ablations/ablations.json",
 }
 SFT_ROWS = {"base-progress": "untrained, progress view", "sft-progress": "SFT-PAG (progress view)",

@@ -1,6 +1,7 @@
 """README's τ-bench table (a section of :mod:`parl_mt_lib.tables`), from ``results/`` alone.
 
-Inputs: ``05_evaluate/tau2_<domain>_oracle/metrics.json`` and ``05_evaluate/tau2_<domain>_toy/metrics.json``
+Inputs: ``05_evaluate/tau2_<domain>_oracle/metrics.json``, ``05_evaluate/tau2_<domain>_toy/metrics.json`` and
+``small/05_tau2_<domain>_smollm2/metrics.json`` (``make reproduce-small``)
 (``envs.tau2.evaluate_tau2``: ``categories``, ``tau2.pass_hat_k`` with ``pass^k`` / ``ci95`` per k, ``tau2.note``,
 ``tau2.do_nothing_floor``) and the τ-bench rows of ``06_compare/comparison.json`` (``table`` rows with a ``note``).
 Every row says which user played the customer; the scripted user's rows say they are not comparable to published
@@ -16,7 +17,8 @@ Example:
 from __future__ import annotations
 
 DOMAINS = ("airline", "retail")
-RUNS = {"oracle": "oracle (gold actions)", "toy": "untrained toy"}
+RUNS = {"oracle": "oracle (gold actions)", "toy": "untrained toy",
+        "smollm2": "untrained SmolLM2-135M-Instruct (vLLM, signatures docs)"}  # the last from make reproduce-small
 
 
 def _rel(domain: str, kind: str) -> str:

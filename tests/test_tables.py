@@ -42,8 +42,8 @@ def fake_results(root):
        _eval_metrics({0: lambda c, i: not (c == "base" and i == 3)}, limit=10))
     _w(root / "05_evaluate/toy/metrics.json", _eval_metrics({s: lambda c, i: False for s in (0, 1, 2)}, limit=5))
     for d in ("airline", "retail"):  # envs.tau2.evaluate_tau2's metrics (pass^k as its pass_hat_k writes them)
-        for kind, trials, p in (("oracle", 1, 1.0), ("toy", 3, 0.2)):
-            _w(root / f"05_evaluate/tau2_{d}_{kind}/metrics.json", {
+        for kind, trials, p in (("oracle", 1, 1.0), ("toy", 3, 0.2), ("smollm2", 3, 0.4)):
+            _w(root / tables.INPUTS[f"tau2_{d}_{kind}"], {
                 "categories": {f"tau2_{d}": {"correct": 1, "total": 5 * trials}}, "provenance": PROV,
                 "tau2": {"trials": trials, "user": "scripted", "note": "scripted user: not comparable to published "
                          "numbers", "do_nothing_floor": 0.2, "pass_hat_k": {
@@ -174,6 +174,7 @@ def test_generation_is_deterministic_and_reads_every_table(results, tmp_path):
     assert missing == []
     assert "not run:" not in body and "/abs/" not in body and str(tmp_path) not in body
     assert "9/10 = 0.90" in body                                   # oracle base: one entry fails
+    assert "| airline | untrained SmolLM2-135M-Instruct (vLLM, signatures docs) | 1/15 | 3 | pass^1 0.40" in body
     assert "0/15 = 0.00 [0.00, 0.00]" in body                      # toy: 3 seeds x 5 entries, t over seeds
     sft_pag = next(line for line in body.splitlines() if line.startswith("| SFT-PAG (progress view) | 0.51"))
     assert sft_pag == "| SFT-PAG (progress view) | 0.51 [0.38, 0.64] | 0.98 [0.96, 1.00] | 0.81 [0.79, 0.83] " \
