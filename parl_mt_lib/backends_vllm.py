@@ -349,7 +349,7 @@ class VLLMBackend:
             self.load_weights(adapter_dir=model_path)  # the user's directory: loaded, never deleted
         elif self.lora:
             self.load_weights(model=model)  # the adapter as it is now (fresh LoRA: B = 0, the base's outputs)
-        self.lora_sync = "merged" if self.merged else "adapter" if self.lora else None  # what the run card records
+        self.lora_sync = "merged" if self.merged else "adapter" if self.lora else None  # how weights reach it
 
     # -------------------------------------------------------------- contract
 
@@ -377,8 +377,9 @@ class VLLMBackend:
         return out
 
     def load_weights(self, model=None, adapter_dir=None) -> None:
-        """New weights for the next rollouts: a PEFT adapter directory, or a model object (PEFT: its adapter;
-        otherwise its full weights, loaded into the running engine and the prefix cache reset)."""
+        """New weights for the next rollouts: a PEFT adapter directory, or a model object (PEFT: its adapter as a
+        new LoRA request, or with ``lora_sync="merged"`` base + delta as full weights; otherwise its full weights --
+        full weights are loaded into the running engine and the prefix cache reset)."""
         t0 = time.time()
         if adapter_dir is not None:
             self._load_adapter(Path(adapter_dir))
@@ -479,11 +480,17 @@ def merged_state(model, merged: bool = True) -> dict:
     if merged:
         with torch.no_grad():
             for name, module in base.named_modules():
-                if isinstance(module, LoraLayer):
-                    key = f"{name}.weight"
-                    for a in module.active_adapters:
-                        if a in module.lora_A:
-                            state[key] = state[key] + module.get_delta_weight(a).to(state[key].dtype)
+                if not isinstance(module, LoraLayer):
+                    continue
+                # only what this handles: unmerged, enabled LoRA on a Linear (an Embedding's LoRA lives in
+                # lora_embedding_A/B, and with tied embeddings would change the engine's head, not the trainer's)
+                if module.merged or module.disable_adapters or getattr(module, "lora_embedding_A", None) or \
+                        not all(a in module.lora_A for a in module.active_adapters):
+                    raise ConfigError(f"lora_sync merged handles unmerged, enabled LoRA on Linear layers only "
+                                      f"({name} is not one): use lora_sync: adapter")
+                key = f"{name}.weight"
+                for a in module.active_adapters:
+                    state[key] = state[key] + module.get_delta_weight(a).to(state[key].dtype)
     return state
 
 

@@ -103,6 +103,7 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
 
     import pandas as pd
 
+    from .evaluate import agent_prompt_fingerprint
     from .grid import Cell, run_grid
     from .models import resolve_model_path
     from .runtime import artifact_card, fingerprint, input_fingerprint
@@ -128,11 +129,8 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
                                          "user": "scripted"})
             # the agent's system prompt and progress instruction are our code, not tau2's: a change to them must
             # not reuse a cell evaluated under the old text (review finding)
-            env = tau2.BENCHMARKS[b["tau2"]]
             for p in {spec.get("prompting", "plain") for spec in methods.values()}:
-                prompt_fp[name, p] = fingerprint([env.system_prompt(t, prompting=p, tool_docs=tool_docs)
-                                                  for t in tasks] + [env.progress_instruction(short)
-                                                                     for short in (False, True)])
+                prompt_fp[name, p] = agent_prompt_fingerprint(tasks, prompting=p, tool_docs=tool_docs)
         else:
             raise ConfigError(f"benchmark {name!r} needs 'tasks' (a PAG directory), 'bfcl' (categories) or 'tau2' "
                               "(a τ-bench domain)")

@@ -208,10 +208,23 @@ VERDICT_KEYS = ("policy", "prompting", "style", "temperature", "max_new_tokens",
 ROLLOUT_SCHEDULE = "refill-v1"
 
 
+def agent_prompt_fingerprint(entries, style: str = "python", prompting: str = "plain", tool_docs: str = "full") -> str:
+    """The agent's prompt text over a task set -- each task's system prompt (its benchmark's, for this style,
+    prompting and tool docs) and the progress context's instructions: our code, not the benchmark's data, so a
+    change to it must not reuse an evaluation made under the old text (05 and 06 key their runs by it)."""
+    from .envs import benchmark_of
+    from .runtime import fingerprint
+
+    texts = [benchmark_of(e).system_prompt(e, style, prompting, tool_docs) for e in entries]
+    benches = list(dict.fromkeys(benchmark_of(e) for e in entries))
+    return fingerprint(texts + [b.progress_instruction(short) for b in benches for short in (False, True)])
+
+
 def _check_config(out: Path, config: dict, entries, policy_fp: str, replace: bool = False) -> dict:
     """Claim ``out`` for this evaluation: its fingerprint is the config keys that decide a verdict
     (:data:`VERDICT_KEYS`; seeds are not: more seeds extend a run; batch size and the batch schedule only when
     sampling -- at temperature > 0 they change which episodes are sampled, greedy runs keep their fingerprint),
+    the agent's prompt text (:func:`agent_prompt_fingerprint`),
     the engine that generated the steps (``rollout_backend`` and ``engine``, vLLM's version and dtype, when it is
     not ``hf``: HF runs keep the fingerprint they had before engines could be chosen) plus the fingerprints of the policy (a checkpoint's recorded weights hash or a content hash, see
     :mod:`parl_mt_lib.runtime`) and of the task set (so ``limit`` counts through the tasks it selects). A directory
@@ -220,6 +233,8 @@ def _check_config(out: Path, config: dict, entries, policy_fp: str, replace: boo
     from .runtime import artifact_card, claim_dir, fingerprint
 
     keys = {k: config.get(k) for k in VERDICT_KEYS}
+    keys["agent_prompt"] = agent_prompt_fingerprint(entries, config.get("style") or "python",
+                                                    config.get("prompting") or "plain", config.get("tool_docs") or "full")
     if config.get("rollout_backend") not in (None, "hf"):
         keys["rollout_backend"] = config["rollout_backend"]
         if config.get("engine"):

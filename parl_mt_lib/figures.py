@@ -247,8 +247,11 @@ def _pass_hat(run: dict) -> dict:
     return (((run.get("metrics") or {}).get("tau2") or {}).get("pass_hat_k")) or {}
 
 
-def _scripted_tau(runs) -> bool:
-    return any(((r.get("metrics") or {}).get("tau2") or {}).get("comparable") is False for r in runs)
+def _tau_notes(runs) -> list[str]:
+    """The distinct notes of τ-bench runs whose user is not comparable to published numbers (scripted, local)."""
+    taus = [((r.get("metrics") or {}).get("tau2") or {}) for r in runs]
+    return list(dict.fromkeys(t.get("note") or "not comparable to published numbers" for t in taus
+                              if t.get("comparable") is False))
 
 
 def _bench_label(b: str) -> str:
@@ -308,7 +311,7 @@ def build_main_table(inp: Inputs, out: Path, runs, comp) -> list[str]:
     tau = [c for c in long["column"].unique() if c.startswith("τ-bench")]
     cap = ("Task success, mean over training seeds [95% interval: t over seeds; Wilson over items for one run]. "
            f"Seeds per method: {', '.join(map(str, seeds))}." + ("" if tau else " τ-bench: not run.")
-           + (" τ-bench with the scripted user: not comparable to published numbers." if _scripted_tau(runs) else ""))
+           + "".join(f" τ-bench: {n}." for n in _tau_notes(runs)))
     atomic_write_text(out / "main_table.tex", to_latex(wide, cap, "tab:main"))
     draw_table_heatmap(long, out / "main_table.png", "Task success by method and benchmark [95% interval]")
     return ["main_table.csv", "main_table.tex", "main_table.png"]

@@ -51,6 +51,10 @@ def heldout_success(model, tok, tasks: list, recipe: RLRecipe, policy=None) -> f
     return task_success(model, tok, tasks, view, recipe.tool_docs, recipe.max_new_tokens)["task_success"]
 
 
+def _mean(xs: list) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
 def iteration_row(it: int, episodes, scored, samples, upd: dict, rollout_s: float, update_s: float) -> dict:
     """Rewards per term and the cost of one iteration (tokens per step / episode, wall-clock, memory)."""
     from .grpo import group_advantages
@@ -144,8 +148,10 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
                                   "has nothing to train on; use a backend that keeps tokens (rollout_backend: hf)")
             t1 = time.time()
             upd = update(model, optimizer, samples, recipe, tok.pad_token_id, ref)
+            t2 = time.time()
             policy.load_weights(model=model)  # the hook a separate engine (vLLM) syncs through; HF shares the model
-            row = iteration_row(it, episodes, scored, samples, upd, t1 - t0, time.time() - t1)
+            row = iteration_row(it, episodes, scored, samples, upd, t1 - t0, t2 - t1)
+            row["sync_s"] = round(time.time() - t2, 3)  # weights to the engine (vLLM: adapter or merged copy)
             row["heldout_success"] = held_s
             row["samples"] = [e.steps[0].output[:200] for e in episodes[:2] if e.steps]
             append_jsonl(rows_path, row)
@@ -202,7 +208,9 @@ def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float
         "heldout_final": (heldout_final if heldout_final is not None
                           else heldout_success(merged, tok, held, recipe) if held else None),
         "n_heldout_tasks": len(held), "heldout_engine": recipe.rollout_backend,
-        "cost": {**{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in cost_keys}, **logprob_gap_summary(rows)},
+        "cost": {**{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in cost_keys},
+                 "sync_s": _mean([r["sync_s"] for r in rows if "sync_s" in r]),  # rows before it was logged: none
+                 **logprob_gap_summary(rows)},
         "final_dir": str(final), "recipe": asdict(recipe),
         "provenance": provenance(seeds=[recipe.seed], wall_clock_s=round(wall_s, 1),
                                  wall_clock_note="this invocation only (resumed work excluded)"),

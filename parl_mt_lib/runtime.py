@@ -82,7 +82,9 @@ def cpu_budget() -> int:
     one grid worker per core does not oversubscribe the CPU that the other worker is using (seen 2026-12-03: the
     smoke notebooks took ~3x longer beside a second worker than alone).
 
-    >>> os.environ["PARL_MT_CPUS"] = "1"; (cpu_budget(), resolve_workers(None, 4)); del os.environ["PARL_MT_CPUS"]
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"PARL_MT_CPUS": "1"}):  # restores the caller's value after
+    ...     (cpu_budget(), resolve_workers(None, 4))
     (1, 1)
     """
     env = os.environ.get("PARL_MT_CPUS", "").strip()

@@ -22,9 +22,9 @@ RUNS = {"oracle": "oracle (gold actions)", "toy": "untrained toy",
 
 
 def _rel(domain: str, kind: str) -> str:
-    from .tables import INPUTS
+    from .tables import INPUTS, OPTIONAL_INPUTS
 
-    return INPUTS[f"tau2_{domain}_{kind}"]
+    return {**INPUTS, **OPTIONAL_INPUTS}[f"tau2_{domain}_{kind}"]
 
 
 def _pass_k(tau: dict) -> str:
@@ -45,6 +45,10 @@ def section_tau2(res) -> list[str]:
     for domain in DOMAINS:
         for kind, label in RUNS.items():
             rel = _rel(domain, kind)
+            from .tables import OPTIONAL_INPUTS
+
+            if rel in OPTIONAL_INPUTS.values() and not (res.root / rel).exists():
+                continue  # make reproduce-small's row: absent is not "not run" (tables.OPTIONAL_INPUTS)
             m = res.json(rel)
             if m is None:
                 out.append(res.not_run(rel))

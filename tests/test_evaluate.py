@@ -140,7 +140,7 @@ def test_fingerprint_keys_the_run(tmp_path, toy_path):
     card = read_fingerprint(out)
     assert card["inputs"]["policy"] == artifact_card({"recipe": "a"})["fingerprint"]
     assert set(card["config"]) == {"policy", "prompting", "style", "temperature", "max_new_tokens", "context",
-                                   "tool_docs", "base_url"}
+                                   "tool_docs", "base_url", "agent_prompt"}
     m = evaluate(str(ckpt), ["base"], seeds=[0, 1], **kw)  # same fingerprint: seed 0 reused, seed 1 added
     assert len(read_jsonl(out / "entries.jsonl")) == 2 and m["seeds"] == [0, 1]
     write_fingerprint(ckpt, artifact_card({"recipe": "b"}))  # retrained under another recipe
@@ -152,6 +152,18 @@ def test_fingerprint_keys_the_run(tmp_path, toy_path):
     evaluate(str(ckpt), ["base"], replace=True, **kw)
     assert len(read_jsonl(out / "entries.jsonl")) == 1 and read_fingerprint(out)["inputs"]["policy"] == \
         artifact_card({"recipe": "b"})["fingerprint"]
+
+
+def test_a_changed_agent_prompt_is_not_mixed_into_an_earlier_run(tmp_path, monkeypatch):
+    """Review finding (issue 14): 05's fingerprint held the config but not the agent's prompt text (our code), so
+    more trials after a prompt change were pooled with the old ones into one pass^k. Now it is refused."""
+    from parl_mt_lib import progress_format
+
+    kw = dict(limit=1, context="progress", results_dir=tmp_path / "o", progress=False)
+    evaluate("oracle", ["base"], **kw)
+    monkeypatch.setattr(progress_format, "INSTRUCTION", progress_format.INSTRUCTION + " Be brief.")
+    with pytest.raises(ConfigError, match="config.agent_prompt"):
+        evaluate("oracle", ["base"], seeds=[0, 1], **kw)
 
 
 def test_checkpoint_retrained_in_place_under_the_same_recipe_is_a_new_input(tmp_path, toy_path):

@@ -276,8 +276,7 @@ def test_rl_tasks_never_touch_evaluation_entries(pag_dir, toy_path):
     ({"rollout_backend": "nope"}, "rollout_backend must be one of"),
     ({"rollout_backend": "vllm", "lora_sync": "merge"}, "lora_sync must be one of adapter, merged"),
     ({"rollout_backend": "vllm", "engine_dtype": "int8"}, "engine_dtype must be"),
-    ({"lora_sync": "merged"}, "vLLM engine settings"),
-    ({"engine_dtype": "bfloat16"}, "vLLM engine settings"),
+    ({"engine_dtype": "bfloat16"}, "engine_dtype is a vLLM engine setting"),
 ])
 def test_recipe_refuses_sampling_the_trainer_does_not_model(override, msg):
     from parl_mt_lib.runtime import ConfigError

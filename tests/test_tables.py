@@ -43,7 +43,7 @@ def fake_results(root):
     _w(root / "05_evaluate/toy/metrics.json", _eval_metrics({s: lambda c, i: False for s in (0, 1, 2)}, limit=5))
     for d in ("airline", "retail"):  # envs.tau2.evaluate_tau2's metrics (pass^k as its pass_hat_k writes them)
         for kind, trials, p in (("oracle", 1, 1.0), ("toy", 3, 0.2), ("smollm2", 3, 0.4)):
-            _w(root / tables.INPUTS[f"tau2_{d}_{kind}"], {
+            _w(root / {**tables.INPUTS, **tables.OPTIONAL_INPUTS}[f"tau2_{d}_{kind}"], {
                 "categories": {f"tau2_{d}": {"correct": 1, "total": 5 * trials}}, "provenance": PROV,
                 "tau2": {"trials": trials, "user": "scripted", "note": "scripted user: not comparable to published "
                          "numbers", "do_nothing_floor": 0.2, "pass_hat_k": {
@@ -261,6 +261,21 @@ def test_missing_inputs_are_listed_never_faked(results):
     shutil.rmtree(results)
     body, missing = tables.generate(results)
     assert len(missing) == len(tables.INPUTS) and all(f"not run: `results/{r}`" in body for r in tables.INPUTS.values())
+    assert "small/" not in body  # make reproduce-small's rows: absent, and not listed as "not run"
+
+
+def test_readme_is_not_rewritten_from_the_small_runs_alone(results, tmp_path):
+    """Only ``make reproduce-small`` ran: ``--write`` refuses in one line and README keeps its block (it would turn
+    every table of the committed runs into "not run"); with the main inputs there, the small rows join them."""
+    small = tmp_path / "only_small"
+    for rel in tables.OPTIONAL_INPUTS.values():
+        (small / rel).parent.mkdir(parents=True)
+        shutil.copy(results / rel, small / rel)
+    readme = _readme(tmp_path / "README.md", "old block\n")
+    before = readme.read_text()
+    assert tables.main(["--write", "--results", str(small), "--readme", str(readme)]) == 2
+    assert readme.read_text() == before
+    assert tables.write_readme(readme, results) and "untrained SmolLM2-135M-Instruct" in readme.read_text()
 
 
 def test_older_sft_metrics_are_shown_as_teacher_forced(results):

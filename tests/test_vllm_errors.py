@@ -90,3 +90,29 @@ def test_gpu_bench_refuses_cached_weights_of_another_shape(tmp_path):
     assert g.build(g.TINY, tmp_path) == tmp_path
     with pytest.raises(SystemExit, match="holds weights of another shape"):
         g.build(g.QWEN25_7B, tmp_path)
+
+
+def test_merged_lora_sync_adds_each_linear_delta_and_refuses_what_it_cannot_merge(toy_path):
+    """``lora_sync: merged`` without an engine: the state equals PEFT's own merge (``merge_and_unload`` on a copy);
+    a LoRA on the (tied) embedding or a disabled adapter is refused in one line, never half-merged."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from parl_mt_lib.models import load_model
+
+    model, _ = load_model(str(toy_path))
+    torch.manual_seed(0)
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    state = backends_vllm.merged_state(pm)
+    want = copy.deepcopy(pm).merge_and_unload().state_dict()
+    assert set(want) <= set(state) and all(torch.allclose(state[k], want[k], atol=1e-6) for k in want)
+    assert any(not torch.equal(state[k], v) for k, v in backends_vllm.merged_state(pm, merged=False).items())
+    with pm.disable_adapter():
+        with pytest.raises(ConfigError, match="use lora_sync: adapter"):
+            backends_vllm.merged_state(pm)
+    model, _ = load_model(str(toy_path))
+    emb = get_peft_model(model, LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"], init_lora_weights=False))
+    with pytest.raises(ConfigError, match=r"Linear layers only \(.*embed_tokens is not one\)"):
+        backends_vllm.merged_state(emb)

@@ -105,7 +105,9 @@ class SimulatedUser(_User):
     transformers model otherwise. Empty or malformed replies and endpoint errors are retried ``retries`` times,
     then the conversation ends with ``user_error`` and the reason."""
 
-    comparable = True
+    @property
+    def comparable(self) -> bool:  # as user_provenance says: only the simulator behind an endpoint
+        return self.local is None
 
     def __init__(self, task: Tau2Task, label: str, *, llm: str | None = None, llm_args: dict | None = None,
                  local=None, retries: int = USER_RETRIES, max_steps: int = MAX_STEPS):
