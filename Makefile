@@ -143,7 +143,7 @@ reproduce-small: install
 		-p sft_dir $(SMALL)/02_sft -p pag_rl_dir $(SMALL)/03_pag_rl -p mt_grpo_dir $(SMALL)/04_mt_grpo \
 		-p synthetic_tasks $(SMALL)/01_pag -p synthetic_limit 40 -p bfcl_limit 2 -p tool_docs signatures \
 		-p max_new_tokens 128 -p rollout_backend vllm -p results_dir $(SMALL)/06_compare
-	-$(PY) -m parl_mt_lib.tables --write
+	$(PY) -m parl_mt_lib.tables --write
 	@echo "done: see $(SMALL)/ and README's generated tables"
 
 # README's result tables from results/ only (--check: exit 1, one line per difference)

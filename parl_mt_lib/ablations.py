@@ -447,10 +447,18 @@ class Plan:
         """``{cell_key: {"kwargs", "fingerprint" (None until the checkpoint exists), "tasks"}}`` of every
         evaluation; rows that play the same checkpoint in the same context share one (keyed by the first row that
         needs it). Also sets ``eval_key[(row, benchmark, seed)]``."""
+        from .compare import prompt_fingerprints
         from .runtime import artifact_card, fingerprint
 
         s = self.s
         task_fp, excludes = self._bench_inputs()
+        self._prompt_fp = getattr(self, "_prompt_fp", None) or {}
+
+        def prompt_fp(b):  # eval_cell prompts plain; once per benchmark, when a cell is ready (it loads the tasks)
+            if b not in self._prompt_fp:
+                self._prompt_fp[b] = prompt_fingerprints({b: s.benchmarks[b]}, excludes, ["plain"],
+                                                         s.tool_docs)[b, "plain"]
+            return self._prompt_fp[b]
         jobs, by_id = {}, {}
         self.eval_key = {}
         for row in self.rows:
@@ -461,7 +469,8 @@ class Plan:
                     config = {"context": ctx, "benchmark": bench, "tool_docs": s.tool_docs,
                               "max_new_tokens": s.max_new_tokens, "exclude_ids": fingerprint(excludes[b])}
                     fp = None if pol["fp"] is None else artifact_card(
-                        config, {"policy": pol["fp"], "tasks": task_fp[b]})["fingerprint"]
+                        {**config, "agent_prompt": prompt_fp(b)}, {"policy": pol["fp"], "tasks": task_fp[b]}
+                    )["fingerprint"]
                     ident = fp or (pol["path"], ctx, b, seed)  # not trained yet: known by path and context
                     if ident not in by_id:
                         key = by_id[ident] = f"eval/{row.key}/{b}/seed{seed}"

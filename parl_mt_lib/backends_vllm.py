@@ -484,11 +484,12 @@ def merged_state(model, merged: bool = True) -> dict:
                     continue
                 # only what this handles: unmerged, enabled LoRA on a Linear (an Embedding's LoRA lives in
                 # lora_embedding_A/B, and with tied embeddings would change the engine's head, not the trainer's)
-                if module.merged or module.disable_adapters or getattr(module, "lora_embedding_A", None) or \
-                        not all(a in module.lora_A for a in module.active_adapters):
-                    raise ConfigError(f"lora_sync merged handles unmerged, enabled LoRA on Linear layers only "
-                                      f"({name} is not one): use lora_sync: adapter")
                 key = f"{name}.weight"
+                if module.merged or module.disable_adapters or getattr(module, "lora_embedding_A", None) or \
+                        getattr(module, "lora_variant", None) or key not in state or \
+                        not all(a in module.lora_A for a in module.active_adapters):  # lora_variant: DoRA & co.
+                    raise ConfigError(f"lora_sync merged handles unmerged, enabled plain LoRA on Linear layers only "
+                                      f"({name} is not one): use lora_sync: adapter")
                 for a in module.active_adapters:
                     state[key] = state[key] + module.get_delta_weight(a).to(state[key].dtype)
     return state

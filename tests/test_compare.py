@@ -139,3 +139,16 @@ def test_tau2_cells_are_redone_when_the_agent_prompt_changes(tmp_path, monkeypat
     assert run() == 0 and run() == 1
     monkeypatch.setattr(tau2_prompt, "REPLY_RULE", tau2_prompt.REPLY_RULE + " Be brief.")
     assert run() == 0
+
+
+def test_bfcl_progress_cells_are_redone_when_the_progress_instruction_changes(tmp_path, monkeypatch):
+    """Second review: only τ-bench cells were keyed by the prompt, so BFCL / synthetic cells were reused after a
+    change to the progress instruction (our code). Every 06 cell is keyed by it now."""
+    from parl_mt_lib import progress_format
+
+    methods = {"once": {"policy": "oracle", "context": "progress", "seeded": False}}
+    benches = {"bfcl": {"bfcl": "base", "limit": 1}}
+    run = lambda: len(compare_methods(methods, (0,), benches, tmp_path / "cmp", progress=False)["reused_cells"])
+    assert run() == 0 and run() == 1
+    monkeypatch.setattr(progress_format, "INSTRUCTION", progress_format.INSTRUCTION + " Be brief.")
+    assert run() == 0

@@ -273,7 +273,9 @@ def test_readme_is_not_rewritten_from_the_small_runs_alone(results, tmp_path):
         shutil.copy(results / rel, small / rel)
     readme = _readme(tmp_path / "README.md", "old block\n")
     before = readme.read_text()
-    assert tables.main(["--write", "--results", str(small), "--readme", str(readme)]) == 2
+    assert tables.main(["--write", "--results", str(small), "--readme", str(readme)]) == 0  # one line, a no-op
+    with pytest.raises(ConfigError, match="holds none of the main tables' inputs"):
+        tables.write_readme(readme, small)
     assert readme.read_text() == before
     assert tables.write_readme(readme, results) and "untrained SmolLM2-135M-Instruct" in readme.read_text()
 
