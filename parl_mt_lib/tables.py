@@ -75,7 +75,8 @@ RL_METHODS = {"pag_rl": ("PAG-RL", "03_pag_rl"), "mt_grpo": ("MT-GRPO", "04_mt_g
 COST_COLS = {"prompt_tokens_per_step": "prompt tokens / step", "generated_tokens_per_step": "generated tokens / step",
              "generated_tokens_per_episode": "generated tokens / episode", "steps_per_episode": "steps / episode",
              "rollout_s": "rollout s", "update_s": "update s", "peak_mem_mb": "peak memory MB",
-             "logprob_gap_mean": "sampler − trainer log-prob gap, mean", "logprob_gap_max": "log-prob gap, max"}
+             "logprob_gap_mean": "sampler − trainer log-prob gap, mean", "logprob_gap_max": "log-prob gap, max",
+             "sync_s": "of which weight sync s"}
 METHODS = {"base": "base", "cot": "CoT", "sft_plain": "SFT-plain", "sft_pag": "SFT-PAG", "mt_grpo": "MT-GRPO",
            "parl_mt": "PARL-MT"}
 PAIRS = [("parl_mt", "sft_pag", "what PAG-RL adds to SFT-PAG"),
