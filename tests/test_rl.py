@@ -230,7 +230,7 @@ def test_rl_is_deterministic(pag_dir, sft_init, tmp_path):
     for name in ("a", "b"):
         m = train_rl(recipe, tmp_path / name, progress=False)
         rows = [json.loads(x) for x in (tmp_path / name / "iterations.jsonl").read_text().splitlines()]
-        runs.append(([{k: v for k, v in r.items() if k not in ("rollout_s", "update_s", "peak_mem_mb")}
+        runs.append(([{k: v for k, v in r.items() if k not in ("rollout_s", "update_s", "sync_s", "peak_mem_mb")}
                       for r in rows], {k: m[k] for k in ("reward_first20", "reward_last20", "heldout_start",
                                                          "heldout_final")}))
     assert runs[0] == runs[1]
