@@ -390,11 +390,7 @@ class VLLMBackend:
         elif model is not None:
             path = self.workdir / "weights"
             shutil.rmtree(path, ignore_errors=True)
-            if hasattr(model, "peft_config"):  # lora_sync merged: base + the adapter's delta, the model untouched
-                base = model.get_base_model()
-                base.save_pretrained(str(path), state_dict=merged_state(model))
-            else:
-                model.save_pretrained(str(path))
+            _save_weights(model, path, merged=True)  # PEFT here means lora_sync merged: base + the adapter's delta
             self._rpc("load_weights_from", str(path))
             shutil.rmtree(path, ignore_errors=True)
             self._call("/reset_prefix_cache", {})
@@ -495,14 +491,19 @@ def merged_state(model, merged: bool = True) -> dict:
     return state
 
 
-def _save_base(model, tokenizer, path: Path, merged: bool = False) -> None:
+def _save_weights(model, path: Path, merged: bool = False) -> None:
     """The weights the engine serves: the model itself, or a PEFT model's base -- without its LoRA layers, or with
     their deltas merged in (``merged``)."""
-    path.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):
         model.get_base_model().save_pretrained(str(path), state_dict=merged_state(model, merged))
     else:
         model.save_pretrained(str(path))
+
+
+def _save_base(model, tokenizer, path: Path, merged: bool = False) -> None:
+    """:func:`_save_weights` + the tokenizer: the directory the engine starts from."""
+    path.mkdir(parents=True, exist_ok=True)
+    _save_weights(model, path, merged)
     tokenizer.save_pretrained(str(path))
 
 

@@ -38,15 +38,13 @@ def _pass_k(tau: dict) -> str:
 def section_tau2(res) -> list[str]:
     """Notebook 05's τ-bench runs (pass^k per domain, the do-nothing floor, the user source) and notebook 06's
     τ-bench rows (task success per method)."""
-    from .tables import _num, _table, provenance_line
+    from .tables import OPTIONAL_INPUTS, _num, _table, provenance_line
 
     out = ["#### τ-bench: tau2 airline and retail test split (notebooks 05, 06)", ""]
     rows, sources = [], []
     for domain in DOMAINS:
         for kind, label in RUNS.items():
             rel = _rel(domain, kind)
-            from .tables import OPTIONAL_INPUTS
-
             if rel in OPTIONAL_INPUTS.values() and not (res.root / rel).exists():
                 continue  # make reproduce-small's row: absent is not "not run" (tables.OPTIONAL_INPUTS)
             m = res.json(rel)
