@@ -3,11 +3,15 @@
 priority first, never seeds), measured costs, and the paired differences. No training: checkpoints are fake
 directories holding the cards the real runs write."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from parl_mt_lib import ablations as A
 from parl_mt_lib.runtime import ConfigError, write_fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_row_the_issue_lists_is_defined():
@@ -75,9 +79,14 @@ def test_measured_costs_come_from_recorded_cells(tmp_path):
     assert A.job_cost({"kind": "rl", "episodes": 500, "row": "unmeasured"}, c) == pytest.approx(108.0)
 
 
-def test_default_budget_keeps_every_row_but_the_most_expensive_one():
+@pytest.mark.parametrize("budget_s, dropped_rows", [
+    (600, ["no_augmentation"]),                          # plan()'s default
+    (480, ["no_augmentation", "no_efficiency_reward"]),  # notebook 07's default: make reproduce <= 25 min
+])
+def test_default_budget_drops_the_lowest_priority_expensive_rows(budget_s, dropped_rows):
     """With the measured default costs, a clean run of every row (02/03 reused) exceeds 600 s; the budget drops
-    PAG w/o augmentation (3 SFT trainings of 960 steps + its RL) and keeps every other row with all seeds."""
+    PAG w/o augmentation (3 SFT trainings of 960 steps + its RL) and keeps every other row with all seeds; 07's
+    480 s also drops the next-lowest-priority row that costs anything (no_verification reuses the reference's)."""
     c, seeds = A.DEFAULT_COSTS, (0, 1, 2)
     ev = {f"eval|eval/{r.key}/{b}/seed{s}": A.job_cost({"kind": "eval", "tasks": n, "benchmark": b}, c)
           for r in A.ROWS for b, n in (("synthetic", 40), ("bfcl", 12)) for s in seeds}
@@ -94,8 +103,15 @@ def test_default_budget_keeps_every_row_but_the_most_expensive_one():
             j.update({f"train|rl/{r.key}/seed{s}": A.job_cost({"kind": "rl", "episodes": 576, "row": r.key}, c)
                       for s in seeds})
         jobs[r.key] = j
-    kept, dropped = A.select_rows(jobs, budget_s=600, workers=2)
-    assert [d["row"] for d in dropped] == ["no_augmentation"] and len(kept) == len(A.ROWS) - 1
+    kept, dropped = A.select_rows(jobs, budget_s=budget_s, workers=2)
+    assert [d["row"] for d in dropped] == dropped_rows and len(kept) == len(A.ROWS) - len(dropped_rows)
+
+
+def test_notebook_07_budget_is_the_one_tested_above():
+    """07's default budget is one of the budgets whose drops the test above pins (change both together)."""
+    nb = json.loads((REPO / "notebooks" / "07_ablations.ipynb").read_text())
+    params = next("".join(c["source"]) for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assert re.search(r"^budget_s = 480\b", params, re.M), params
 
 
 def _cell(valid, steps=3, prompt=100, gen=20):
