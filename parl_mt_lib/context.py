@@ -32,9 +32,13 @@ STYLES = ("python", "json")
 # output-format sentence (the toy curriculum: on 2 CPU cores every prompt token costs training time); signatures:
 # that sentence + one line per function, ``name(required, optional=...)`` (SmolLM2 tokens over 20 synthetic tasks of
 # GorillaFileSystem + TicketAPI, ~22 functions: ~200 vs ~665 names and ~5.5k full; multi_turn_base_0, 32 functions:
-# 315 / 840 / 7,916): the compact docs a real model on 2 cores can train with (LOG.md 2026-11-25)
-TOOL_DOCS = ("full", "names", "none", "minimal", "signatures")
-SHORT_DOCS = ("minimal", "signatures")  # one-sentence prompt and the short progress instruction
+# 315 / 840 / 7,916): the compact docs a real model on 2 cores can train with (LOG.md 2026-11-25); described: a
+# signature line with the first sentence of the function's description (~390 tokens on those 20 tasks): the synthetic
+# users word a request as that description, so a model can match it to a name it never saw trained (LOG.md 2026-12-04:
+# 20 of 25 failed held-out SmolLM2 tasks with signatures began with a wrong function)
+TOOL_DOCS = ("full", "names", "none", "minimal", "signatures", "described")
+SHORT_DOCS = ("minimal", "signatures", "described")  # one-sentence prompt and the short progress instruction
+LISTED_DOCS = ("signatures", "described")  # short docs that list the functions
 MINIMAL_FORMAT = "[func(param=value)]"
 MINIMAL_PROMPT = f"You are an expert in composing functions. Answer with function calls in the format {MINIMAL_FORMAT}."
 JSON_FORMAT = '<tool_call>{"name": ..., "arguments": {...}}</tool_call>'  # style json (Qwen2.5 / Hermes)
@@ -45,12 +49,20 @@ COT_INSTRUCTION = (
 )
 
 
+def _first_sentence(f: dict) -> str:
+    """The first sentence of a function's description (BFCL's class preamble before "Tool description:" dropped).
+
+    >>> _first_sentence({"description": "Part of a file system. Tool description: Remove a file. Note: Python 3."})
+    'Remove a file'
+    """
+    return f.get("description", "").split("Tool description:")[-1].split(". ")[0].strip().rstrip(".")
+
+
 def _doc_lines(functions: list[dict]) -> str:
     lines = []
     for f in functions:
         params = ", ".join(f.get("parameters", {}).get("properties", {}))
-        desc = f.get("description", "").split("Tool description:")[-1].split(". ")[0].strip().rstrip(".")
-        lines.append(f"- {f['name']}({params}): {desc}")
+        lines.append(f"- {f['name']}({params}): {_first_sentence(f)}")
     return "\n".join(lines)
 
 
@@ -69,6 +81,16 @@ def _signature_lines(functions: list[dict]) -> str:
         params = ", ".join([p for p in names if p in required] + [f"{p}=..." for p in names if p not in required])
         lines.append(f"{f['name']}({params})")
     return "\n".join(lines)
+
+
+def _described_lines(functions: list[dict]) -> str:
+    """One line per function: its signature (:func:`_signature_lines`) and the first sentence of its description.
+
+    >>> _described_lines([{"name": "rmdir", "description": "Tool description: Remove a directory. Note: empty only.",
+    ...                    "parameters": {"properties": {"dir_name": {}}, "required": ["dir_name"]}}])
+    'rmdir(dir_name): Remove a directory'
+    """
+    return "\n".join(f"{_signature_lines([f])}: {_first_sentence(f)}" for f in functions)
 
 
 def check_prompt_options(style: str = "python", prompting: str = "plain", tool_docs: str = "full") -> None:
@@ -111,6 +133,8 @@ def tools_section(functions: list[dict] | None, style: str = "python", tool_docs
         return "Functions you can invoke:\n" + _doc_lines(functions or []) + "\n"
     if tool_docs == "signatures":
         return "Functions you can invoke:\n" + _signature_lines(functions or []) + "\n"
+    if tool_docs == "described":
+        return "Functions you can invoke:\n" + _described_lines(functions or []) + "\n"
     return PROMPT_STYLE_TEMPLATES["classic"]["available_tools"].format(format="json",
                                                                       functions=json.dumps(functions, indent=4))
 
@@ -123,7 +147,8 @@ def system_prompt(functions: list[dict] | None, style: str = "python", prompting
     template's ``tools=`` argument and calls are ``<tool_call>`` JSON (Qwen2.5 / Hermes format).
     ``tool_docs="names"`` lists one line per function instead of the JSON docs; ``"none"`` lists none;
     ``"minimal"`` is one sentence (the toy curriculum: a 2-core CPU cannot train on ~9k-token prompts);
-    ``"signatures"`` is that sentence and one line per function (a real model's compact docs).
+    ``"signatures"`` is that sentence and one line per function (a real model's compact docs); ``"described"``
+    adds the first sentence of each function's description to its line.
 
     >>> print(system_prompt([{"name": "pwd", "parameters": {"properties": {}}}], tool_docs="signatures"))
     You are an expert in composing functions. Answer with function calls in the format [func(param=value)].
@@ -135,7 +160,7 @@ def system_prompt(functions: list[dict] | None, style: str = "python", prompting
     check_prompt_options(style, prompting, tool_docs)
     t = PROMPT_STYLE_TEMPLATES["classic"]
     if tool_docs in SHORT_DOCS:
-        docs = "\n" + tools_section(functions, style, tool_docs).rstrip("\n") if tool_docs == "signatures" else ""
+        docs = "\n" + tools_section(functions, style, tool_docs).rstrip("\n") if tool_docs in LISTED_DOCS else ""
         return MINIMAL_PROMPT + docs + ("\n" + COT_INSTRUCTION if prompting == "cot" else "")
     if style == "python":
         fmt = t["tool_call_no_tag"].format(output_format=call_format(style, tool_docs), param_types="")

@@ -28,6 +28,7 @@ from .runtime import (ConfigError, artifact_card, atomic_write_json, claim_dir, 
                       provenance, repo_path, stamp_checkpoint)
 
 VIEWS = ("progress", "plain")
+SAMPLING = ("random", "group_by_length")  # the train samplers a recipe may name (transformers' train_sampling_strategy)
 # summarised per grid cell; the first four come from free-running play (comparable across views), tf_* are
 # teacher-forced on gold contexts (diagnosis only: the progress view's gold context names the next call)
 HEADLINE_METRICS = ("task_success", "format_validity", "step_accuracy", "call_accuracy",
@@ -39,7 +40,7 @@ class SFTRecipe:
     model: str = "toy"                 # toy | model dir | hub id
     data: str = "results/01_pag"       # a PAG directory (notebook 01)
     view: str = "progress"             # progress (PARL-MT warm start) | plain (the paper's SFT baseline)
-    tool_docs: str = "full"            # full | names | none: tool docs in the system prompt
+    tool_docs: str = "full"            # full | names | none | minimal | signatures | described (context.TOOL_DOCS)
     lora: bool = True
     full_finetune: bool = False        # toy switch: train every weight instead of LoRA adapters
     lora_r: int = 16
@@ -62,6 +63,10 @@ class SFTRecipe:
     gradient_checkpointing: bool = False
     bf16: bool = False
     assistant_only_loss: bool = False  # for whole-conversation rows ({"messages"}): loss on every assistant span
+    # random | group_by_length: transformers' LengthGroupedSampler batches rows of similar length (shuffled in
+    # megabatches of 50 batches): SmolLM2's PAG rows (350-550 tokens, by how many classes a task has) pad to
+    # 1.3x their tokens in random batches of 8, to 1.003x grouped (LOG.md 2026-12-04)
+    train_sampling_strategy: str = "random"
     seed: int = 0
 
     def __post_init__(self):
@@ -71,6 +76,8 @@ class SFTRecipe:
             raise ConfigError(f"view must be one of {VIEWS}, got {self.view!r}")
         if self.tool_docs not in TOOL_DOCS:
             raise ConfigError(f"tool_docs must be one of {TOOL_DOCS}, got {self.tool_docs!r}")
+        if self.train_sampling_strategy not in SAMPLING:
+            raise ConfigError(f"train_sampling_strategy must be one of {SAMPLING}, got {self.train_sampling_strategy!r}")
         if self.full_finetune:
             self.lora = False
 
@@ -155,6 +162,7 @@ def make_trainer(recipe: SFTRecipe, out_dir, train_dataset=None, eval_dataset=No
         weight_decay=recipe.weight_decay, adam_beta2=recipe.adam_beta2, logging_steps=recipe.logging_steps,
         save_steps=recipe.save_steps, save_total_limit=recipe.save_total_limit,
         bf16=recipe.bf16, seed=recipe.seed, assistant_only_loss=recipe.assistant_only_loss,
+        train_sampling_strategy=recipe.train_sampling_strategy,
         **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
         data_seed=recipe.seed, report_to="none", use_cpu=cpu, dataloader_num_workers=0, disable_tqdm=True,
         eval_strategy="no", save_only_model=False, completion_only_loss=True)

@@ -159,6 +159,8 @@ def test_bad_recipe_stops_before_training(pag_dir, tmp_path):
         train_sft(_recipe(pag_dir, model="./no/such/model"), tmp_path / "b")
     with pytest.raises(ConfigError, match="view must be"):
         _recipe(pag_dir, view="sideways")
+    with pytest.raises(ConfigError, match="train_sampling_strategy must be one of"):
+        _recipe(pag_dir, train_sampling_strategy="by_length")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -269,3 +271,16 @@ def test_sft_is_deterministic(pag_dir, tmp_path):
     sa = AutoModelForCausalLM.from_pretrained(a["final_dir"]).state_dict()
     sb = AutoModelForCausalLM.from_pretrained(b["final_dir"]).state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("strategy, sampler", [("random", "RandomSampler"), ("group_by_length", "LengthGroupedSampler")])
+def test_recipe_sampling_strategy_reaches_the_trainer(pag_dir, tmp_path, strategy, sampler):
+    """``train_sampling_strategy: group_by_length`` batches rows of similar length (less padding); it is part of the
+    run's card, so a run trained one way is never resumed or reused as the other."""
+    from parl_mt_lib.sft import make_trainer, sft_fingerprint
+
+    recipe = _recipe(pag_dir, train_sampling_strategy=strategy)
+    trainer = make_trainer(recipe, tmp_path / "run")
+    assert type(trainer._get_train_sampler()).__name__ == sampler
+    other = _recipe(pag_dir, train_sampling_strategy="random" if strategy != "random" else "group_by_length")
+    assert sft_fingerprint(recipe)["fingerprint"] != sft_fingerprint(other)["fingerprint"]

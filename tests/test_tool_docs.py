@@ -46,7 +46,30 @@ def test_required_parameters_come_first():
     assert _signature_lines([f]) == "f(req, opt=...)"
 
 
-@pytest.mark.parametrize("docs", ["minimal", "signatures"])
+@pytest.mark.parametrize("docs", ["minimal", "signatures", "described"])
 def test_short_docs_refuse_the_json_style(docs):
     with pytest.raises(ConfigError, match="with style 'json'"):
         system_prompt([], style="json", tool_docs=docs)
+
+
+def test_described_lists_every_function_with_its_first_sentence(entry):
+    """``described``: each function's signature line (as in ``signatures``) then ': ' and the first sentence of its
+    description; longer than signatures, shorter than BFCL's one-line ``names`` prompt and the JSON docs."""
+    from parl_mt_lib.context import _first_sentence, _signature_lines
+
+    text = system_prompt(entry.functions, tool_docs="described")
+    lines = text.splitlines()
+    assert text.startswith(system_prompt([], tool_docs="minimal"))
+    for f in entry.functions:
+        (line,) = [ln for ln in lines if ln.startswith(f["name"] + "(")]
+        assert line == f"{_signature_lines([f])}: {_first_sentence(f)}"
+        assert _first_sentence(f) and "Tool description" not in line
+    sig = system_prompt(entry.functions, tool_docs="signatures")
+    assert len(sig) < len(text) < len(system_prompt(entry.functions, tool_docs="names"))
+
+
+@pytest.mark.parametrize("ctx", [FullHistoryContext, ProgressContext])
+def test_described_keeps_the_short_format_sentence(entry, ctx):
+    sys_text = ctx(tool_docs="described").system_message(entry)["content"]
+    assert ("ls(" in sys_text) and ("[func(param=value)]" in sys_text) and ("List the contents" in sys_text)
+    assert (INSTRUCTION_SHORT in sys_text) == (ctx is ProgressContext)
