@@ -226,9 +226,14 @@ def rl_fingerprint(recipe: RLRecipe, tasks: tuple[list, list] | None = None) -> 
     the same one."""
     from .runtime import artifact_card, fingerprint, input_fingerprint
 
+    import torch
+
     data = (fingerprint([list(part) for part in tasks]) if tasks is not None
             else input_fingerprint(repo_path(recipe.data)))
-    return artifact_card(asdict(recipe), {"init": input_fingerprint(recipe.init_path()), "data": data})
+    # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU
+    precision = "fp32" if not recipe.bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
+    return artifact_card({**asdict(recipe), "precision": precision},
+                         {"init": input_fingerprint(recipe.init_path()), "data": data})
 
 
 def rl_seed_cell(recipe_path, overrides: dict | None, seed: int, run_dir, progress: bool = True) -> dict:

@@ -54,7 +54,7 @@ class RLRecipe:
     save_every: int = 10
     eval_every: int = 0               # held-out success every N iterations; 0: at the start and the end only
     eval_tasks: int = 20
-    bf16: bool = False
+    bf16: bool = False                # GPU: bf16 weights; CPU: fp32 weights, the update under bf16 autocast
     gradient_checkpointing: bool = False
     seed: int = 0
     rollout_backend: str = "hf"       # which generator plays the rollouts (parl_mt_lib.backends): hf | vllm

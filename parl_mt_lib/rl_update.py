@@ -41,7 +41,9 @@ def load_policy_model(recipe: RLRecipe, checkpoint: str | None = None):
 
     from .models import load_model
 
-    model, tok = load_model(recipe.init_path(), dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
+    # bf16 on a GPU: bf16 weights; on the CPU: fp32 weights, the update under bf16 autocast (as SFT: sft.py)
+    bf16_weights = recipe.bf16 and torch.cuda.is_available()
+    model, tok = load_model(recipe.init_path(), dtype=torch.bfloat16 if bf16_weights else torch.float32)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if recipe.lora:
@@ -205,9 +207,20 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     """
     import torch
 
-    from .grpo import completion_logps, grpo_loss, importance_weights, pad_batch
+    from .grpo import completion_logps
 
-    logps_fn = logps_fn or completion_logps
+    # recipe.bf16 on the CPU: fp32 weights, every forward/backward of the update under bf16 autocast (AMX-BF16;
+    # SmolLM2 LoRA steps ~1.8x faster in SFT). The gap to an fp32 sampler grows (logged; the IS weight corrects it)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(recipe.bf16) and model.device.type == "cpu")
+    with autocast:
+        return _update(model, optimizer, samples, recipe, pad_id, ref, logps_fn or completion_logps)
+
+
+def _update(model, optimizer, samples, recipe, pad_id, ref, logps_fn) -> dict:
+    import torch
+
+    from .grpo import grpo_loss, importance_weights, pad_batch
+
     is_mode, is_cap = recipe.is_mode, float(recipe.is_cap)
     T = recipe.temperature  # log-probs of the distribution the samples were drawn from (top-p aside)
     mbs = micro_batches(samples, recipe.micro_batch_size)

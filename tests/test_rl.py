@@ -230,6 +230,30 @@ def test_update_is_independent_of_sample_order(pag_dir, toy_path):
     assert ga and all(torch.allclose(ga[k], gb[k], atol=1e-7, rtol=1e-5) for k in ga)
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bf16_recipe_autocasts_the_update_on_cpu_with_fp32_weights(pag_dir, toy_path, bf16):
+    """``bf16: true`` on the CPU: fp32 weights (the trainer's copy and what the engine gets), every forward of the
+    update under bf16 autocast (a Linear's output is bf16 there), the card says so; ``false`` stays fp32 throughout."""
+    from parl_mt_lib.rl import rl_fingerprint
+    from parl_mt_lib.rl_update import trainable_parameters
+
+    recipe = _recipe(pag_dir, toy_path, bf16=bf16, beta=0.0)
+    model, tok = load_policy_model(recipe)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    seen = []
+    lin = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    hook = lin.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    comp = tok(" ls()").input_ids
+    sample = {"prompt_ids": tok("list the files").input_ids, "completion_ids": comp, "advantage": 1.0,
+              "logprobs": [-1.0] * len(comp)}
+    row = update(model, torch.optim.SGD(trainable_parameters(model), lr=1e-3), [sample], recipe, tok.pad_token_id,
+                 None)
+    hook.remove()
+    assert not row["skipped"] and seen and set(seen) == {torch.bfloat16 if bf16 else torch.float32}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert rl_fingerprint(recipe)["config"]["precision"] == ("fp32+bf16-autocast" if bf16 else "fp32")
+
+
 def test_resume_after_kill_reaches_the_same_final_step(pag_dir, sft_init, tmp_path):
     recipe = _recipe(pag_dir, sft_init)
     ref = train_rl(recipe, tmp_path / "ref", progress=False)
