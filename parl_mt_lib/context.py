@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 
 from .calls import parse_calls, render_calls
 from .progress_format import format_progress, parse_progress
@@ -34,7 +35,7 @@ STYLES = ("python", "json")
 # GorillaFileSystem + TicketAPI, ~22 functions: ~200 vs ~665 names and ~5.5k full; multi_turn_base_0, 32 functions:
 # 315 / 840 / 7,916): the compact docs a real model on 2 cores can train with (LOG.md 2026-11-25); described: a
 # signature line with the first sentence of the function's description (~390 tokens on those 20 tasks): the synthetic
-# users word a request as that description, so a model can match it to a name it never saw trained (LOG.md 2026-12-04:
+# users word a request with the opening words of that description, so a model can match it to the name (LOG.md 2026-12-04:
 # 20 of 25 failed held-out SmolLM2 tasks with signatures began with a wrong function)
 TOOL_DOCS = ("full", "names", "none", "minimal", "signatures", "described")
 SHORT_DOCS = ("minimal", "signatures", "described")  # one-sentence prompt and the short progress instruction
@@ -50,12 +51,16 @@ COT_INSTRUCTION = (
 
 
 def _first_sentence(f: dict) -> str:
-    """The first sentence of a function's description (BFCL's class preamble before "Tool description:" dropped).
+    """The first sentence of a function's description (BFCL's class preamble before "Tool description:" dropped; a
+    sentence ends at ". " or a line break: τ-bench's docstrings go on for paragraphs).
 
     >>> _first_sentence({"description": "Part of a file system. Tool description: Remove a file. Note: Python 3."})
     'Remove a file'
+    >>> _first_sentence({"description": "Return items of an order.\\n\\nArgs:\\n    order_id: the order."})
+    'Return items of an order'
     """
-    return f.get("description", "").split("Tool description:")[-1].split(". ")[0].strip().rstrip(".")
+    text = f.get("description", "").split("Tool description:")[-1].strip()
+    return re.split(r"\.\s|\n", text, maxsplit=1)[0].strip().rstrip(".")
 
 
 def _doc_lines(functions: list[dict]) -> str:
@@ -122,8 +127,10 @@ def call_format(style: str = "python", tool_docs: str = "full") -> str:
 
 
 def tools_section(functions: list[dict] | None, style: str = "python", tool_docs: str = "full") -> str:
-    """The tool docs of a system prompt in BFCL's wording: the JSON docs (``full``), one line per function
-    (``names``), or nothing (``none``, ``minimal``, and style ``json``: the tools go through the template)."""
+    """The tool docs of a system prompt in BFCL's wording: the JSON docs (``full``), one line per function with its
+    parameters and description (``names``), its signature (``signatures``) or signature and description's first
+    sentence (``described``), or nothing (``none``, ``minimal``, and style ``json``: the tools go through the
+    template)."""
     from bfcl_eval.constants.default_prompts import PROMPT_STYLE_TEMPLATES
 
     check_prompt_options(style, "plain", tool_docs)

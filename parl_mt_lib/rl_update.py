@@ -168,6 +168,20 @@ def _all_reduce_grads(dist, params: list) -> None:
         k += p.numel()
 
 
+def _autocast_cpu_bf16(fn, enabled: bool):
+    """``fn`` run under CPU bf16 autocast when ``enabled`` (else ``fn`` itself)."""
+    if not enabled:
+        return fn
+
+    def run(*args, **kwargs):
+        import torch
+
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn(*args, **kwargs)
+
+    return run
+
+
 def micro_batches(samples: list[dict], size: int) -> list[list[dict]]:
     """The step samples in micro-batches of ``size``, ordered by length (prompt + completion tokens; ties keep their
     order) so each pads to a similar length. The loss is a sum over tokens normalised by the iteration's token count,
@@ -207,20 +221,14 @@ def update(model, optimizer, samples: list[dict], recipe: RLRecipe, pad_id: int,
     """
     import torch
 
-    from .grpo import completion_logps
+    from .grpo import completion_logps, grpo_loss, importance_weights, pad_batch
 
-    # recipe.bf16 on the CPU: fp32 weights, every forward/backward of the update under bf16 autocast (AMX-BF16;
-    # SmolLM2 LoRA steps ~1.8x faster in SFT). The gap to an fp32 sampler grows (logged; the IS weight corrects it)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(recipe.bf16) and model.device.type == "cpu")
-    with autocast:
-        return _update(model, optimizer, samples, recipe, pad_id, ref, logps_fn or completion_logps)
-
-
-def _update(model, optimizer, samples, recipe, pad_id, ref, logps_fn) -> dict:
-    import torch
-
-    from .grpo import grpo_loss, importance_weights, pad_batch
-
+    # recipe.bf16 on the CPU: fp32 weights, the update's forward passes (policy and reference) under bf16 autocast
+    # (AMX-BF16; SmolLM2 LoRA steps ~1.8x faster in SFT); backward follows the forward's dtypes, the optimiser step
+    # is fp32. The logged gap to the sampler then includes bf16 rounding (the IS weight corrects it either way)
+    cpu_bf16 = bool(recipe.bf16) and model.device.type == "cpu"
+    logps_fn = _autocast_cpu_bf16(logps_fn or completion_logps, cpu_bf16)
+    ref_logps = _autocast_cpu_bf16(ref.logps, cpu_bf16) if ref is not None else None
     is_mode, is_cap = recipe.is_mode, float(recipe.is_cap)
     T = recipe.temperature  # log-probs of the distribution the samples were drawn from (top-p aside)
     mbs = micro_batches(samples, recipe.micro_batch_size)
@@ -241,7 +249,7 @@ def _update(model, optimizer, samples, recipe, pad_id, ref, logps_fn) -> dict:
     if dist is not None:
         (n_tokens,) = _reduce(dist, [n_tokens])
     advs = [torch.tensor([s["advantage"] for s in mb], device=model.device) for mb in mbs]
-    refs = [ref.logps(model, ids, attn, comp, T) if ref is not None else None for ids, attn, comp in batches]
+    refs = [ref_logps(model, ids, attn, comp, T) if ref is not None else None for ids, attn, comp in batches]
     olds, isw, is_seen = [None] * len(batches), [None] * len(batches), []
     model.train()
     tot = {"loss": 0.0, "kl_sum": 0.0, "clipped_sum": 0.0, "tokens": 0.0}

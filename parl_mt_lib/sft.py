@@ -15,7 +15,7 @@ Example:
     >>> load_recipe("recipes/toy/sft.yaml", {"bogus": 1})
     Traceback (most recent call last):
     ...
-    parl_mt_lib.runtime.ConfigError: unknown recipe key(s) ['bogus'] in recipes/toy/sft.yaml; known keys: adam_beta2, assistant_only_loss, bf16, data, full_finetune, gradient_accumulation_steps, gradient_checkpointing, learning_rate, logging_steps, lora, lora_alpha, lora_dropout, lora_r, lr_scheduler_type, max_length, max_steps, model, num_train_epochs, per_device_train_batch_size, save_steps, save_total_limit, seed, target_modules, tool_docs, view, warmup_steps, weight_decay
+    parl_mt_lib.runtime.ConfigError: unknown recipe key(s) ['bogus'] in recipes/toy/sft.yaml; known keys: adam_beta2, assistant_only_loss, bf16, data, full_finetune, gradient_accumulation_steps, gradient_checkpointing, learning_rate, logging_steps, lora, lora_alpha, lora_dropout, lora_r, lr_scheduler_type, max_length, max_steps, model, num_train_epochs, per_device_train_batch_size, save_steps, save_total_limit, seed, target_modules, tool_docs, train_sampling_strategy, view, warmup_steps, weight_decay
 """
 from __future__ import annotations
 
@@ -136,12 +136,58 @@ def score_labelled_positions_only_on_cpu() -> bool:
     return True
 
 
+def seeded_length_sampler(lengths: list[int], batch_size: int, seed: int):
+    """transformers' ``LengthGroupedSampler`` drawing its order from a generator seeded with ``seed + epoch``.
+
+    Written by hand because ``Trainer`` builds that sampler without a generator (transformers 5.23): it shuffles from
+    the global RNG, so a run resumed from a checkpoint would draw another order and skip the wrong rows; accelerate
+    seeds only ``RandomSampler`` (its ``SeedableRandomSampler``: ``data_seed + epoch``, the same rule as here).
+    ``Trainer`` calls ``set_epoch`` at each epoch.
+
+    >>> s = seeded_length_sampler([5, 1, 9, 3, 7, 2], batch_size=2, seed=0)
+    >>> first = list(s); s.set_epoch(0); list(s) == first, sorted(first)
+    (True, [0, 1, 2, 3, 4, 5])
+    """
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class SeededLengthGroupedSampler(LengthGroupedSampler):
+        def __init__(self):
+            super().__init__(batch_size, lengths=list(lengths))
+            self.seed, self.epoch = seed, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            return super().__iter__()
+
+    return SeededLengthGroupedSampler()
+
+
+def _trainer_class():
+    """TRL's ``SFTTrainer`` with :func:`seeded_length_sampler` in place of the unseeded length-grouped one."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    from trl import SFTTrainer
+
+    class Trainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if isinstance(sampler, LengthGroupedSampler):
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                return seeded_length_sampler(sampler.lengths, sampler.batch_size, seed)
+            return sampler
+
+    return Trainer
+
+
 def make_trainer(recipe: SFTRecipe, out_dir, train_dataset=None, eval_dataset=None, callbacks=None):
     """An ``SFTTrainer`` for the recipe (LoRA via ``peft_config`` unless ``full_finetune``)."""
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from .models import resolve_model_path
 
@@ -170,7 +216,7 @@ def make_trainer(recipe: SFTRecipe, out_dir, train_dataset=None, eval_dataset=No
     if recipe.lora:
         peft = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
                           target_modules=recipe.target_modules, task_type="CAUSAL_LM")
-    return SFTTrainer(model=model, args=args, train_dataset=train_dataset or sft_dataset(recipe),
+    return _trainer_class()(model=model, args=args, train_dataset=train_dataset or sft_dataset(recipe),
                       eval_dataset=eval_dataset, processing_class=tok, peft_config=peft, callbacks=callbacks)
 
 
@@ -187,8 +233,11 @@ def sft_fingerprint(recipe: SFTRecipe) -> dict:
 
     # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU
     precision = "fp32" if not recipe.bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
-    return artifact_card({**asdict(recipe), "precision": precision},
-                         {"model": input_fingerprint(recipe.model), "data": input_fingerprint(repo_path(recipe.data))})
+    config = {**asdict(recipe), "precision": precision}
+    if config["train_sampling_strategy"] == "random":  # the order every run before the key had: their cards stand
+        del config["train_sampling_strategy"]
+    return artifact_card(config, {"model": input_fingerprint(recipe.model),
+                                  "data": input_fingerprint(repo_path(recipe.data))})
 
 
 def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool = False, callbacks=None) -> dict:

@@ -201,17 +201,18 @@ def test_completion_logits_update_equals_full_logits_update(pag_dir, toy_path, l
     assert g_full and all(torch.allclose(g_new[k], g_full[k], atol=1e-6, rtol=1e-4) for k in g_full)
 
 
-def test_update_is_independent_of_sample_order(pag_dir, toy_path):
-    """The update batches step samples by length (less padding): the same samples in another order give the same
-    loss, gradients and logged gap -- and the micro-batches really are length-ordered."""
+def test_update_is_independent_of_how_samples_are_grouped(pag_dir, toy_path):
+    """The update groups step samples into micro-batches by length (less padding): another grouping -- one sample
+    per micro-batch, all in one, pairs of shuffled input -- gives the same loss, gradients and logged gap; and the
+    micro-batches really are length-ordered."""
     from parl_mt_lib.rl_update import micro_batches, trainable_parameters
 
-    recipe = _recipe(pag_dir, toy_path, micro_batch_size=2, beta=0.0, max_grad_norm=1e9)
     rows = [("hello there, please list everything", " ls(a=1)", 1.0), ("ls", " ls()", -1.0),
             ("cd into the folder named x now", " cd(folder='x')<|im_end|>", 0.5), ("mk", " mkdir(dir_name='d')", -0.5),
             ("what is the working directory", " pwd()<|im_end|>", 0.25)]
     out = []
-    for order in ((0, 1, 2, 3, 4), (4, 2, 0, 3, 1)):
+    for mbs, order in ((1, (0, 1, 2, 3, 4)), (5, (0, 1, 2, 3, 4)), (2, (4, 2, 0, 3, 1))):
+        recipe = _recipe(pag_dir, toy_path, micro_batch_size=mbs, beta=0.0, max_grad_norm=1e9)
         model, tok = load_policy_model(recipe)
         samples = []
         for i in order:
@@ -224,12 +225,15 @@ def test_update_is_independent_of_sample_order(pag_dir, toy_path):
         opt = torch.optim.SGD(trainable_parameters(model), lr=0.0)
         row = update(model, opt, samples, recipe, tok.pad_token_id, None)
         out.append((row, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
-    (a, ga), (b, gb) = out
-    assert a["loss"] == pytest.approx(b["loss"], abs=1e-6) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
-    assert a["logprob_gap_mean"] == pytest.approx(b["logprob_gap_mean"], rel=1e-6)
-    assert ga and all(torch.allclose(ga[k], gb[k], atol=1e-7, rtol=1e-5) for k in ga)
+    (a, ga) = out[0]
+    for b, gb in out[1:]:
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+        assert a["logprob_gap_mean"] == pytest.approx(b["logprob_gap_mean"], rel=1e-6)
+        assert ga and all(torch.allclose(ga[k], gb[k], atol=1e-7, rtol=1e-5) for k in ga)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU bf16 means bf16 weights")
 @pytest.mark.parametrize("bf16", [False, True])
 def test_bf16_recipe_autocasts_the_update_on_cpu_with_fp32_weights(pag_dir, toy_path, bf16):
     """``bf16: true`` on the CPU: fp32 weights (the trainer's copy and what the engine gets), every forward of the

@@ -284,3 +284,26 @@ def test_recipe_sampling_strategy_reaches_the_trainer(pag_dir, tmp_path, strateg
     assert type(trainer._get_train_sampler()).__name__ == sampler
     other = _recipe(pag_dir, train_sampling_strategy="random" if strategy != "random" else "group_by_length")
     assert sft_fingerprint(recipe)["fingerprint"] != sft_fingerprint(other)["fingerprint"]
+
+
+def test_length_grouped_run_resumed_in_a_later_epoch_matches_uninterrupted(pag_dir, tmp_path):
+    """``group_by_length`` draws its order from ``data_seed + epoch`` (``sft.seeded_length_sampler``): a run killed
+    and resumed after its first epoch sees the rows the uninterrupted run saw (transformers' own sampler shuffles
+    from the global RNG, whose state at a later epoch differs between the two runs)."""
+    from parl_mt_lib.sft import sft_dataset
+
+    recipe = _recipe(pag_dir, train_sampling_strategy="group_by_length", per_device_train_batch_size=32,
+                     max_steps=9, save_steps=6)
+    per_epoch = -(-len(sft_dataset(recipe)) // 32)
+    assert 2 <= per_epoch <= 5, per_epoch  # the checkpoint (step 6) lies after the first epoch
+    ref = train_sft(recipe, tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(recipe, tmp_path / "run", callbacks=[Kill(7)])
+    again = train_sft(recipe, tmp_path / "run")
+    losses = lambda r: [h["loss"] for h in r["log_history"] if "loss" in h]  # noqa: E731
+    assert losses(again)[-2:] == pytest.approx(losses(ref)[-2:], rel=1e-4)
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(ref["final_dir"]).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(again["final_dir"]).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

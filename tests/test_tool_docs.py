@@ -73,3 +73,17 @@ def test_described_keeps_the_short_format_sentence(entry, ctx):
     sys_text = ctx(tool_docs="described").system_message(entry)["content"]
     assert ("ls(" in sys_text) and ("[func(param=value)]" in sys_text) and ("List the contents" in sys_text)
     assert (INSTRUCTION_SHORT in sys_text) == (ctx is ProgressContext)
+
+
+@pytest.mark.parametrize("domain", ["airline", "retail"])
+@pytest.mark.parametrize("docs", ["described", "names"])
+def test_one_line_docs_keep_one_line_per_tau2_tool(domain, docs):
+    """τ-bench docstrings run for paragraphs (``Args:`` blocks after a blank line): the one-line modes still give
+    exactly one line per tool, nothing of the rest."""
+    from parl_mt_lib.context import tools_section
+    from parl_mt_lib.envs.tau2_tasks import load_tasks
+
+    (task,) = load_tasks(domain, "test", limit=1)
+    lines = tools_section(task.functions, tool_docs=docs).splitlines()
+    assert lines[0] == "Functions you can invoke:" and len(lines) == 1 + len(task.functions)
+    assert not any("Args:" in ln for ln in lines)
