@@ -300,7 +300,7 @@ def evaluate_sft_model(path, view: str, recipe: SFTRecipe, eval_limit: int | Non
     m = trajectory_metrics(play(model, tok, val_tasks, view, recipe.tool_docs), view)
     tf = teacher_forced_metrics(model, tok, val, tasks, view, recipe.tool_docs, limit=eval_limit)
     return {**{k: m[k] for k in ("task_success", "format_validity", "step_accuracy", "call_accuracy", "n_steps",
-                                 "n_call_steps", "n_tasks", "samples")}, **tf}
+                                 "n_call_steps", "n_tasks", "first_error_causes", "samples")}, **tf}
 
 
 def sft_cell(kind: str, view: str, seed: int | None, recipe_path, overrides: dict | None, out_dir,

@@ -69,16 +69,63 @@ def play(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_to
 def step_verdicts(episode) -> list[bool | None]:
     """Per step of a played episode: did it take the right next action along its own trajectory (see module doc)?
     ``None`` where the task has no gold calls for that turn (nothing to compare with)."""
+    return [ok for _, ok, _ in _judged_steps(episode)]
+
+
+# why a wrong step was wrong (first_error): the policy ...
+ERROR_CAUSES = ("parse_error",     # wrote something that does not parse as calls
+                "stopped_early",   # made no call while gold calls of the turn remained
+                "extra_call",      # called although nothing remained
+                "wrong_function",  # called another function than the next gold one(s)
+                "arguments")       # called the right function(s) with other arguments
+
+
+def first_error(episode) -> dict | None:
+    """The first wrong step of a played episode and why (:data:`ERROR_CAUSES`), or ``None`` if no step was wrong:
+    the diagnosis behind a low task success (which part of the request -> call map a model has not learnt).
+
+    >>> from types import SimpleNamespace as NS
+    >>> task = NS(id="t", gold_calls=[["touch(file_name='a')", "ls()"]], functions=[])
+    >>> ep = NS(task=task, steps=[NS(turn=0, calls=["mkdir(dir_name='a')"], error=None, output="")])
+    >>> first_error(ep)["cause"]
+    'wrong_function'
+    """
+    for i, (step, ok, remaining) in enumerate(_judged_steps(episode)):
+        if ok is not False:
+            continue
+        if step.error is not None:
+            cause = "parse_error"
+        elif not step.calls:
+            cause = "stopped_early"
+        elif not remaining:
+            cause = "extra_call"
+        elif [call_key(c)[0] for c in step.calls] != [call_key(c)[0] for c in remaining[:len(step.calls)]]:
+            cause = "wrong_function"
+        else:
+            cause = "arguments"
+        return {"task": episode.task.id, "step": i, "turn": step.turn, "cause": cause, "calls": list(step.calls),
+                "expected": [c if isinstance(c, str) else c.render() for c in remaining[:max(len(step.calls), 1)]]}
+    return None
+
+
+def error_causes(episodes: list) -> dict:
+    """How many episodes' first wrong step had each cause (:func:`first_error`; ``none``: no wrong step)."""
+    counts = Counter((first_error(ep) or {"cause": "none"})["cause"] for ep in episodes)
+    return {c: counts.get(c, 0) for c in ERROR_CAUSES + ("none",)}
+
+
+def _judged_steps(episode):
+    """``(step, verdict, remaining gold calls of its turn before it)`` per step (:func:`step_verdicts`)."""
     from .envs import param_order
 
     gold = getattr(episode.task, "gold_calls", None) or []
     order = param_order(episode.task)  # a positional argument is named from the task's docs before comparing
-    out, made, last = [], [], None
+    made, last = [], None
     for step in episode.steps:
         if step.turn != last:
             made, last = [], step.turn
         if step.turn >= len(gold):
-            out.append(None)
+            yield step, None, []
             continue
         left = Counter(call_key(c, order) for c in made)
         remaining = []
@@ -94,10 +141,9 @@ def step_verdicts(episode) -> list[bool | None]:
             ok = not remaining
         else:
             ok = same_calls(step.calls, remaining[:len(step.calls)], order)
-        out.append(ok)
+        yield step, ok, remaining
         if ok:  # only a right action moves the policy along the gold turn
             made += step.calls
-    return out
 
 
 def trajectory_metrics(episodes: list, view: str) -> dict:
@@ -116,6 +162,7 @@ def trajectory_metrics(episodes: list, view: str) -> dict:
             "format_validity": sum(s.error is None and format_ok(s.output, view) for s, _ in steps) / n,
             "step_accuracy": sum(v for _, v in judged) / max(len(judged), 1),
             "call_accuracy": sum(call_steps) / max(len(call_steps), 1), "n_call_steps": len(call_steps),
+            "first_error_causes": error_causes(episodes),
             "samples": [{"task": ep.task.id, "output": s.output} for ep in episodes[:3] for s in ep.steps[:1]]}
 
 

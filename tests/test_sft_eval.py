@@ -62,6 +62,31 @@ def test_step_verdicts_follow_the_policys_own_trajectory():
     assert m["task_success"] == 0.0 and 0 < m["step_accuracy"] < 1 and m["format_validity"] == 1.0
 
 
+@pytest.mark.parametrize("outputs, cause, step", [
+    (["[cd(folder='document')]", "[ls()]"], "wrong_function", 1),          # mkdir was next
+    (["[cd(folder='elsewhere')]"], "arguments", 0),                        # the right function, another value
+    (["[cd(folder='document')]", ""], "stopped_early", 1),                 # mkdir and mv remain
+    (["[cd(folder=document)]", "[ls()]"], "parse_error", 0),               # a name, not a literal
+    (["[cd(folder='document'), mkdir(dir_name='temp'), mv(source='final_report.pdf', destination='temp')]",
+      "[ls()]"], "extra_call", 1),                                         # nothing remained
+    (None, "none", None),                                                  # the gold turn, then a stop: no error
+])
+def test_first_error_names_why_the_first_wrong_step_was_wrong(outputs, cause, step):
+    """The diagnosis in 02's cells (``first_error_causes``): table-driven over every cause."""
+    from parl_mt_lib.bfcl import entry_by_id
+    from parl_mt_lib.sft_eval import error_causes, first_error
+
+    e = entry_by_id("multi_turn_base_0")  # turn 0 gold: cd(folder='document'), mkdir(dir_name='temp'), mv(...)
+    if outputs is None:  # every turn's gold calls in one step, then a stop
+        outputs = [x for turn in e.gold_calls for x in ("[" + ", ".join(c.render() for c in turn) + "]", "")]
+    ep = _episode(outputs, e)
+    err = first_error(ep)
+    assert (err or {"cause": "none"})["cause"] == cause
+    assert err is None or err["step"] == step
+    counts = error_causes([ep])
+    assert counts[cause] == 1 and sum(counts.values()) == 1
+
+
 def test_step_verdicts_name_positional_arguments_from_the_task_docs():
     from parl_mt_lib.bfcl import entry_by_id
     from parl_mt_lib.sft_eval import step_verdicts
