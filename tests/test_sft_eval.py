@@ -136,7 +136,7 @@ def test_sft_evaluation_runs_on_the_training_device(monkeypatch, toy_path, pag_d
     monkeypatch.setattr(sft_eval, "play", lambda model, *a, **k: seen.setdefault("play", model.device.type) and [])
     monkeypatch.setattr(sft_eval, "trajectory_metrics", lambda eps, view: dict.fromkeys(
         ("task_success", "format_validity", "step_accuracy", "call_accuracy", "n_steps", "n_call_steps", "n_tasks",
-         "samples"), 0))
+         "first_error_causes", "samples"), 0))
     monkeypatch.setattr(sft_eval, "teacher_forced_metrics",
                         lambda model, *a, **k: seen.setdefault("tf", model.device.type) and {})
     recipe = sft.load_recipe("recipes/toy/sft.yaml", {"data": str(pag_dir), "model": str(toy_path)})
