@@ -35,8 +35,8 @@ STYLES = ("python", "json")
 # GorillaFileSystem + TicketAPI, ~22 functions: ~200 vs ~665 names and ~5.5k full; multi_turn_base_0, 32 functions:
 # 315 / 840 / 7,916): the compact docs a real model on 2 cores can train with (LOG.md 2026-11-25); described: a
 # signature line with the first sentence of the function's description (~390 tokens on those 20 tasks): the synthetic
-# users word a request with the opening words of that description, so a model can match it to the name (LOG.md 2026-12-04:
-# 20 of 25 failed held-out SmolLM2 tasks with signatures began with a wrong function)
+# users word a request with the opening words of that description, so a model can match it to the name (LOG.md
+# 2026-12-04: most failed held-out SmolLM2 tasks with signatures began with a wrong function)
 TOOL_DOCS = ("full", "names", "none", "minimal", "signatures", "described")
 SHORT_DOCS = ("minimal", "signatures", "described")  # one-sentence prompt and the short progress instruction
 LISTED_DOCS = ("signatures", "described")  # short docs that list the functions

@@ -230,9 +230,10 @@ def rl_fingerprint(recipe: RLRecipe, tasks: tuple[list, list] | None = None) -> 
 
     data = (fingerprint([list(part) for part in tasks]) if tasks is not None
             else input_fingerprint(repo_path(recipe.data)))
-    # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU
-    precision = "fp32" if not recipe.bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
-    return artifact_card({**asdict(recipe), "precision": precision},
+    # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU; an fp32
+    # run's card has no precision key (as every card before the key existed: those runs stand)
+    precision = {} if not recipe.bf16 else {"precision": "bf16" if torch.cuda.is_available() else "fp32+bf16-autocast"}
+    return artifact_card({**asdict(recipe), **precision},
                          {"init": input_fingerprint(recipe.init_path()), "data": data})
 
 

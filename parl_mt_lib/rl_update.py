@@ -186,7 +186,7 @@ def micro_batches(samples: list[dict], size: int) -> list[list[dict]]:
     """The step samples in micro-batches of ``size``, ordered by length (prompt + completion tokens; ties keep their
     order) so each pads to a similar length. The loss is a sum over tokens normalised by the iteration's token count,
     so the order changes nothing but padding: SmolLM2's step samples (prompts of 300-700 tokens by how many classes
-    a task has) pad far less (``tests/test_rl.py::test_update_is_independent_of_sample_order``).
+    a task has) pad far less (``tests/test_rl.py::test_update_is_independent_of_how_samples_are_grouped``).
 
     >>> [len(s["prompt_ids"]) for mb in micro_batches([{"prompt_ids": [0] * n, "completion_ids": [1]}
     ...                                               for n in (9, 2, 7, 3)], 2) for s in mb]

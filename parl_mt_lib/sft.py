@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .runtime import (ConfigError, artifact_card, atomic_write_json, claim_dir, input_fingerprint, load_yaml_recipe,
-                      provenance, repo_path, stamp_checkpoint)
+                      provenance, read_fingerprint, repo_path, stamp_checkpoint)
 
 VIEWS = ("progress", "plain")
 SAMPLING = ("random", "group_by_length")  # the train samplers a recipe may name (transformers' train_sampling_strategy)
@@ -64,8 +64,8 @@ class SFTRecipe:
     bf16: bool = False
     assistant_only_loss: bool = False  # for whole-conversation rows ({"messages"}): loss on every assistant span
     # random | group_by_length: transformers' LengthGroupedSampler batches rows of similar length (shuffled in
-    # megabatches of 50 batches): SmolLM2's PAG rows (350-550 tokens, by how many classes a task has) pad to
-    # 1.3x their tokens in random batches of 8, to 1.003x grouped (LOG.md 2026-12-04)
+    # megabatches of min(50, rows // (4 x batch)) batches): SmolLM2's PAG rows (350-550 tokens, by how many classes
+    # a task has) pad to 1.3x their tokens in random batches of 8, to 1.003x grouped (LOG.md 2026-12-04)
     train_sampling_strategy: str = "random"
     seed: int = 0
 
@@ -209,7 +209,8 @@ def make_trainer(recipe: SFTRecipe, out_dir, train_dataset=None, eval_dataset=No
         save_steps=recipe.save_steps, save_total_limit=recipe.save_total_limit,
         bf16=recipe.bf16, seed=recipe.seed, assistant_only_loss=recipe.assistant_only_loss,
         train_sampling_strategy=recipe.train_sampling_strategy,
-        **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
+        # passed either way: TRL's SFTConfig defaults it to True, so "false" was ignored (LOG 2026-12-05)
+        activation_checkpointing=recipe.gradient_checkpointing,
         data_seed=recipe.seed, report_to="none", use_cpu=cpu, dataloader_num_workers=0, disable_tqdm=True,
         eval_strategy="no", save_only_model=False, completion_only_loss=True)
     peft = None
@@ -227,16 +228,27 @@ def last_checkpoint(out_dir) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
+def recipe_card(recipe: SFTRecipe) -> dict:
+    """The resolved recipe as it keys a run (:func:`sft_fingerprint`) and a grid cell (:func:`sft_cells`): a key
+    added later is left out at its default, so the runs and cells made before it existed keep their keys.
+
+    >>> from parl_mt_lib.sft import SFTRecipe, recipe_card
+    >>> "train_sampling_strategy" in recipe_card(SFTRecipe(model="toy", data="d"))
+    False
+    """
+    config = asdict(recipe)
+    if config["train_sampling_strategy"] == "random":  # the order every run before the key had
+        del config["train_sampling_strategy"]
+    return config
+
+
 def sft_fingerprint(recipe: SFTRecipe) -> dict:
     """The run's card: the resolved recipe + fingerprints of its inputs (starting model, PAG data)."""
     import torch
 
     # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU
     precision = "fp32" if not recipe.bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
-    config = {**asdict(recipe), "precision": precision}
-    if config["train_sampling_strategy"] == "random":  # the order every run before the key had: their cards stand
-        del config["train_sampling_strategy"]
-    return artifact_card(config, {"model": input_fingerprint(recipe.model),
+    return artifact_card({**recipe_card(recipe), "precision": precision}, {"model": input_fingerprint(recipe.model),
                                   "data": input_fingerprint(repo_path(recipe.data))})
 
 
@@ -254,12 +266,21 @@ def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool 
     card = sft_fingerprint(recipe)
     claim_dir(out, card, replace=replace, what="recipe or inputs",
               hint="pass a new output directory (or replace=True)")
+    final, summary = out / "final", out / "train_summary.json"
+    done = json.loads(summary.read_text()) if resume and summary.exists() else {}
+    if (done.get("fingerprint") == card["fingerprint"] and 0 < recipe.max_steps <= done.get("global_step", 0)
+            and (read_fingerprint(final) or {}).get("fingerprint") == card["fingerprint"]):
+        # this run, finished: returned as it is (transformers resumed at max_steps trains one more step at lr 0, and
+        # the time of a run that trained nothing is not its training time)
+        return {"final_dir": str(final), "log_history": json.loads((out / "log_history.json").read_text()),
+                "train_runtime_s": done["train_runtime_s"], "global_step": done["global_step"],
+                "fingerprint": card["fingerprint"]}
     atomic_write_json(out / "recipe.resolved.json", asdict(recipe))
     trainer = make_trainer(recipe, out, callbacks=callbacks)
     t0 = time.time()
     ckpt = last_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=ckpt)
-    final = out / "final"
+    runtime = time.time() - t0
     trainer.save_model(str(final))
     trainer.processing_class.save_pretrained(str(final))
     atomic_write_json(final / "recipe.resolved.json", asdict(recipe))
@@ -267,10 +288,10 @@ def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool 
     hist = trainer.state.log_history
     atomic_write_json(out / "log_history.json", hist)
     atomic_write_json(out / "train_summary.json", {"global_step": trainer.state.global_step,
-                                                    "resumed_from": ckpt, "train_runtime_s": round(time.time() - t0, 2),
+                                                    "resumed_from": ckpt, "train_runtime_s": round(runtime, 2),
                                                     "fingerprint": card["fingerprint"],
                                                     "provenance": provenance(seeds=[recipe.seed])})
-    return {"final_dir": str(final), "log_history": hist, "train_runtime_s": time.time() - t0,
+    return {"final_dir": str(final), "log_history": hist, "train_runtime_s": runtime,
             "global_step": trainer.state.global_step, "fingerprint": card["fingerprint"]}
 
 
@@ -339,7 +360,7 @@ def sft_cells(recipe_path, variants, seeds, out_dir, overrides: dict | None = No
             config = {"kind": kind, "view": view, "model": recipe.model, "tool_docs": recipe.tool_docs, **evals}
             key = f"base-{view}"
         else:
-            config = {"kind": kind, "recipe": asdict(recipe), **evals}
+            config = {"kind": kind, "recipe": recipe_card(recipe), **evals}
             key = f"sft-{view}-seed{seed}"
         fp = artifact_card(config, inputs[recipe.model, recipe.data])["fingerprint"]
         cells.append(Cell(key, sft_cell, {"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path),

@@ -73,10 +73,11 @@ def step_verdicts(episode) -> list[bool | None]:
 
 
 # why a wrong step was wrong (first_error): the policy ...
-ERROR_CAUSES = ("parse_error",     # wrote something that does not parse as calls
+ERROR_CAUSES = ("parse_error",     # wrote something that does not parse as calls (or any step error: overflow)
                 "stopped_early",   # made no call while gold calls of the turn remained
-                "extra_call",      # called although nothing remained
+                "extra_call",      # called although nothing remained, or the remaining ones and more
                 "wrong_function",  # called another function than the next gold one(s)
+                "wrong_order",     # called the next gold functions, in another order
                 "arguments")       # called the right function(s) with other arguments
 
 
@@ -89,6 +90,9 @@ def first_error(episode) -> dict | None:
     >>> ep = NS(task=task, steps=[NS(turn=0, calls=["mkdir(dir_name='a')"], error=None, output="")])
     >>> first_error(ep)["cause"]
     'wrong_function'
+    >>> ep.steps[0].calls = ["touch(file_name='a')", "ls()", "rm(file_name='a')"]
+    >>> first_error(ep)["cause"]
+    'extra_call'
     """
     for i, (step, ok, remaining) in enumerate(_judged_steps(episode)):
         if ok is not False:
@@ -97,12 +101,17 @@ def first_error(episode) -> dict | None:
             cause = "parse_error"
         elif not step.calls:
             cause = "stopped_early"
-        elif not remaining:
-            cause = "extra_call"
-        elif [call_key(c)[0] for c in step.calls] != [call_key(c)[0] for c in remaining[:len(step.calls)]]:
-            cause = "wrong_function"
         else:
-            cause = "arguments"
+            got = [call_key(c)[0] for c in step.calls]
+            want = [call_key(c)[0] for c in remaining[:len(step.calls)]]
+            if len(got) > len(want):  # more calls than remained: extra, unless a remaining function was missed
+                cause = "extra_call" if not Counter(want) - Counter(got) else "wrong_function"
+            elif Counter(got) != Counter(want):
+                cause = "wrong_function"
+            elif got != want:
+                cause = "wrong_order"
+            else:
+                cause = "arguments"
         return {"task": episode.task.id, "step": i, "turn": step.turn, "cause": cause, "calls": list(step.calls),
                 "expected": [c if isinstance(c, str) else c.render() for c in remaining[:max(len(step.calls), 1)]]}
     return None

@@ -69,6 +69,10 @@ def test_step_verdicts_follow_the_policys_own_trajectory():
     (["[cd(folder=document)]", "[ls()]"], "parse_error", 0),               # a name, not a literal
     (["[cd(folder='document'), mkdir(dir_name='temp'), mv(source='final_report.pdf', destination='temp')]",
       "[ls()]"], "extra_call", 1),                                         # nothing remained
+    (["[cd(folder='document'), mkdir(dir_name='temp'), mv(source='final_report.pdf', destination='temp'), ls()]"],
+     "extra_call", 0),                                                     # the remaining calls, then one more
+    (["[cd(folder='document'), ls(), pwd(), mkdir(dir_name='temp')]"], "wrong_function", 0),  # mv missed
+    (["[mkdir(dir_name='temp'), cd(folder='document')]"], "wrong_order", 0),  # the next two, swapped
     (None, "none", None),                                                  # the gold turn, then a stop: no error
 ])
 def test_first_error_names_why_the_first_wrong_step_was_wrong(outputs, cause, step):
