@@ -3,9 +3,9 @@
 Rows are TRL prompt/completion pairs (``pag.sft_rows``): TRL then puts the loss on the completion
 only — the assistant's summary + plan + call (progress view) or the bare call (plain view) — never on
 system, user or tool tokens. Checkpoints are written every ``save_steps``; a rerun with the same
-output directory resumes from the last one, but only under the same recipe and inputs: the directory's
-``fingerprint.json`` (recipe + fingerprints of the model and the PAG data, see :mod:`parl_mt_lib.runtime`) must
-match, else the run stops with one line. The resolved recipe and the fingerprint are saved next to the model
+output directory resumes from the last one (a finished run is returned as it is, not trained again), but only
+under the same recipe and inputs: the directory's ``fingerprint.json`` (recipe + fingerprints of the model and the
+PAG data, see :mod:`parl_mt_lib.runtime`) must match, else the run stops with one line. The resolved recipe and the fingerprint are saved next to the model
 (``final/``), so whatever is evaluated or trained from it later knows which run it came from.
 
 Example:
@@ -24,8 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .runtime import (ConfigError, artifact_card, atomic_write_json, claim_dir, input_fingerprint, load_yaml_recipe,
-                      provenance, read_fingerprint, repo_path, stamp_checkpoint)
+from .runtime import (ConfigError, artifact_card, atomic_write_json, claim_dir, content_fingerprint, input_fingerprint,
+                      load_yaml_recipe, provenance, read_fingerprint, repo_path, stamp_checkpoint)
 
 VIEWS = ("progress", "plain")
 SAMPLING = ("random", "group_by_length")  # the train samplers a recipe may name (transformers' train_sampling_strategy)
@@ -258,7 +258,8 @@ def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool 
 
     ``out_dir`` may hold only this run (same fingerprint): another recipe, model or dataset stops with a one-line
     :class:`ConfigError` and nothing is touched, unless ``replace=True`` (a grid re-running its own stale cell),
-    which deletes it first. ``resume=False`` starts this run over from step 0.
+    which deletes it first. A finished run (its summary and stamped ``final/`` intact) is returned as it is, without
+    training or callbacks. ``resume=False`` starts this run over from step 0.
     Returns ``{"final_dir", "log_history", "train_runtime_s", "global_step", "fingerprint"}``.
     """
     check_recipe(recipe)
@@ -268,13 +269,15 @@ def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool 
               hint="pass a new output directory (or replace=True)")
     final, summary = out / "final", out / "train_summary.json"
     done = json.loads(summary.read_text()) if resume and summary.exists() else {}
-    if (done.get("fingerprint") == card["fingerprint"] and 0 < recipe.max_steps <= done.get("global_step", 0)
-            and (read_fingerprint(final) or {}).get("fingerprint") == card["fingerprint"]):
+    stamp = read_fingerprint(final) if done else None
+    if (done.get("fingerprint") == card["fingerprint"] and (stamp or {}).get("fingerprint") == card["fingerprint"]
+            and stamp.get("output") == content_fingerprint(final)):  # the summary is written after final/ is stamped
         # this run, finished: returned as it is (transformers resumed at max_steps trains one more step at lr 0, and
         # the time of a run that trained nothing is not its training time)
         return {"final_dir": str(final), "log_history": json.loads((out / "log_history.json").read_text()),
                 "train_runtime_s": done["train_runtime_s"], "global_step": done["global_step"],
                 "fingerprint": card["fingerprint"]}
+    summary.unlink(missing_ok=True)  # a run killed from here on is not finished
     atomic_write_json(out / "recipe.resolved.json", asdict(recipe))
     trainer = make_trainer(recipe, out, callbacks=callbacks)
     t0 = time.time()

@@ -75,7 +75,7 @@ def step_verdicts(episode) -> list[bool | None]:
 # why a wrong step was wrong (first_error): the policy ...
 ERROR_CAUSES = ("parse_error",     # wrote something that does not parse as calls (or any step error: overflow)
                 "stopped_early",   # made no call while gold calls of the turn remained
-                "extra_call",      # called although nothing remained, or the remaining ones and more
+                "extra_call",      # called although nothing remained, or every remaining function and more
                 "wrong_function",  # called another function than the next gold one(s)
                 "wrong_order",     # called the next gold functions, in another order
                 "arguments")       # called the right function(s) with other arguments

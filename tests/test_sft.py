@@ -122,6 +122,12 @@ def test_resume_after_kill_matches_uninterrupted(pag_dir, tmp_path):
     twice = train_sft(recipe, tmp_path / "ref")
     assert twice["global_step"] == 6 and twice["train_runtime_s"] == round(ref["train_runtime_s"], 2) > 0
     assert twice["log_history"] == json.loads(json.dumps(ref["log_history"]))
+    # so is an epoch-based one (the GPU recipes: max_steps -1)
+    epochs = _recipe(pag_dir, max_steps=-1, num_train_epochs=0.1, save_steps=1000)
+    first = train_sft(epochs, tmp_path / "epochs")
+    again = train_sft(epochs, tmp_path / "epochs")
+    assert again["train_runtime_s"] == round(first["train_runtime_s"], 2) > 0
+    assert again["global_step"] == first["global_step"] > 0
     with pytest.raises(KeyboardInterrupt):
         train_sft(recipe, tmp_path / "run", callbacks=[Kill(4)])
     assert (tmp_path / "run" / "checkpoint-3").exists() and not (tmp_path / "run" / "final").exists()
@@ -289,6 +295,22 @@ def test_recipe_sampling_strategy_reaches_the_trainer(pag_dir, tmp_path, strateg
     assert type(trainer._get_train_sampler()).__name__ == sampler
     other = _recipe(pag_dir, train_sampling_strategy="random" if strategy != "random" else "group_by_length")
     assert sft_fingerprint(recipe)["fingerprint"] != sft_fingerprint(other)["fingerprint"]
+
+
+def test_grid_cell_keys_made_before_the_sampling_key_stand(pag_dir):
+    """02's cell key of a recipe at the default sampler is the key it had before ``train_sampling_strategy`` existed
+    (every cached cell was recomputed, and reported a resumed run's 0 min as its training time, when it was not)."""
+    from dataclasses import asdict
+
+    from parl_mt_lib.runtime import artifact_card
+    from parl_mt_lib.sft import sft_cells, sft_fingerprint
+
+    over = {"data": str(pag_dir), "max_steps": 6}
+    cell = sft_cells(RECIPE, ["progress"], [0], "unused", over, eval_limit=8, task_limit=2)[-1]
+    recipe = load_recipe(RECIPE, {**over, "view": "progress", "seed": 0})
+    old = {k: v for k, v in asdict(recipe).items() if k != "train_sampling_strategy"}
+    assert cell.fingerprint == artifact_card({"kind": "sft", "recipe": old, "eval_limit": 8, "task_limit": 2},
+                                             sft_fingerprint(recipe)["inputs"])["fingerprint"]
 
 
 def test_length_grouped_run_resumed_in_a_later_epoch_matches_uninterrupted(pag_dir, tmp_path):
