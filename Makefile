@@ -113,9 +113,9 @@ reproduce: install
 # signatures in the prompt, LoRA SFT (plain, PAG) under bf16 autocast, PAG-RL and MT-GRPO with vLLM rollouts, the
 # six-way table (held-out synthetic tasks, a BFCL sample) and the cost table; one training seed (2-core budget).
 # Every notebook also runs alone with these -p values. Results: results/small/.
-# Status 2026-12-04 (issue 13 open): 01, the two τ-bench 05 runs (~90 s each; the untrained model scores the
-# do-nothing floor) and, 2026-11-25, 02's SFT-PAG cell (39 min of training under load, held-out task success 0.23,
-# target 0.7) have run; the RL stages and 06 have not run end to end with these recipes (LOG.md). The last step
+# Status 2026-12-05 (issue 13 open): 01, the two τ-bench 05 runs (~90 s each; the untrained model scores the
+# do-nothing floor) and 02's SFT-PAG cell (at lr 1e-3: held-out task success 0.67 of a 0.7 target, one run) have
+# run; the RL stages and 06 have not run end to end with these recipes (LOG.md). The last step
 # rewrites README's block only where `make reproduce` ran here too (else it says so and leaves README alone).
 SMALL := results/small
 SMALL_CURRICULUM := -p results_dir $(SMALL)/01_pag -p n_tasks 300 -y "classes: [GorillaFileSystem, TicketAPI]" \
