@@ -5,8 +5,9 @@ only — the assistant's summary + plan + call (progress view) or the bare call 
 system, user or tool tokens. Checkpoints are written every ``save_steps``; a rerun with the same
 output directory resumes from the last one (a finished run is returned as it is, not trained again), but only
 under the same recipe and inputs: the directory's ``fingerprint.json`` (recipe + fingerprints of the model and the
-PAG data, see :mod:`parl_mt_lib.runtime`) must match, else the run stops with one line. The resolved recipe and the fingerprint are saved next to the model
-(``final/``), so whatever is evaluated or trained from it later knows which run it came from.
+PAG data, see :mod:`parl_mt_lib.runtime`) must match, else the run stops with one line. The resolved recipe and
+the fingerprint are saved next to the model (``final/``), so whatever is evaluated or trained from it later knows
+which run it came from.
 
 Example:
     >>> r = load_recipe("recipes/toy/sft.yaml", {"max_steps": 2})
@@ -248,8 +249,8 @@ def sft_fingerprint(recipe: SFTRecipe) -> dict:
 
     # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU
     precision = "fp32" if not recipe.bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
-    return artifact_card({**recipe_card(recipe), "precision": precision}, {"model": input_fingerprint(recipe.model),
-                                  "data": input_fingerprint(repo_path(recipe.data))})
+    return artifact_card({**recipe_card(recipe), "precision": precision},
+                         {"model": input_fingerprint(recipe.model), "data": input_fingerprint(repo_path(recipe.data))})
 
 
 def train_sft(recipe: SFTRecipe, out_dir, *, resume: bool = True, replace: bool = False, callbacks=None) -> dict:

@@ -284,7 +284,8 @@ def test_sft_is_deterministic(pag_dir, tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("strategy, sampler", [("random", "RandomSampler"), ("group_by_length", "SeededLengthGroupedSampler")])
+@pytest.mark.parametrize("strategy, sampler", [("random", "RandomSampler"),
+                                               ("group_by_length", "SeededLengthGroupedSampler")])
 def test_recipe_sampling_strategy_reaches_the_trainer(pag_dir, tmp_path, strategy, sampler):
     """``train_sampling_strategy: group_by_length`` batches rows of similar length (less padding); it is part of the
     run's card, so a run trained one way is never resumed or reused as the other."""
