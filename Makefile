@@ -114,7 +114,7 @@ reproduce: install
 # six-way table (held-out synthetic tasks, a BFCL sample) and the cost table; one training seed (2-core budget).
 # Every notebook also runs alone with these -p values. Results: results/small/.
 # Status 2026-12-05 (issue 13 open): 01, the two τ-bench 05 runs (~90 s each; the untrained model scores the
-# do-nothing floor) and 02's SFT-PAG cell (at lr 1e-3: held-out task success 0.67 of a 0.7 target, one run) have
+# do-nothing floor) and 02's SFT-PAG cell (at lr 1e-3: held-out task success 0.67 / 0.63 over two seeds, target 0.7) have
 # run; the RL stages and 06 have not run end to end with these recipes (LOG.md). The last step
 # rewrites README's block only where `make reproduce` ran here too (else it says so and leaves README alone).
 SMALL := results/small
