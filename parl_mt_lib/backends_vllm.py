@@ -399,6 +399,10 @@ class VLLMBackend:
         self.syncs += 1
         self.sync_s += time.time() - t0
 
+    def reset_prefix_cache(self) -> None:
+        """Drop the engine's cached KV (:mod:`parl_mt_lib.engine_pool` reuses an engine as if freshly started)."""
+        self._call("/reset_prefix_cache", {})
+
     def sleep(self, level: int = 1) -> None:
         """Free the engine's GPU memory for the update (needs ``enable_sleep_mode``; level 1 keeps the weights in
         host memory, level 2 drops them: load new ones after :meth:`wake_up`)."""

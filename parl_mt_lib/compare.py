@@ -11,6 +11,10 @@ again. Train/test hygiene: when a benchmark's tasks come from a PAG directory bu
 (source ``bfcl_holdout``: it has ``split.json``), BFCL benchmarks exclude that split's training ids
 (``evaluate``'s ``exclude_ids``); a BFCL benchmark's ``"exclude_from"`` names more such directories.
 
+``paired_differences`` adds, per benchmark, the paired difference between two methods over the same tasks (each
+task's verdict averaged over training seeds; percentile bootstrap over tasks): the interval the issue's claims
+(PARL-MT vs SFT-PAG, SFT-PAG vs SFT-plain) are read from.
+
 Example:
     >>> sorted(default_methods())
     ['base', 'cot', 'mt_grpo', 'parl_mt', 'sft_pag', 'sft_plain']
@@ -194,7 +198,10 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
                                "exclude_ids": excludes[b], "tool_docs": tool_docs, "max_new_tokens": max_new_tokens,
                                "results_dir": str(out / m / b / f"seed{s}"), "rollout_backend": rollout_backend},
                               fp))
-    grid = run_grid(cells, out, workers=workers, threads=threads, desc="comparison", progress=progress)
+    from .engine_pool import pooled
+
+    with pooled():  # a (method, seed)'s cells are consecutive: one engine start serves all its benchmarks
+        grid = run_grid(cells, out, workers=workers, threads=threads, desc="comparison", progress=progress)
     rows = [{k: v for k, v in c.items() if k != "fingerprint"} for c in grid["cells"].values()]
     df = pd.DataFrame(rows)
     table = []
@@ -214,6 +221,48 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     atomic_write_json(out / "comparison.json", result)
     pd.DataFrame(table).to_csv(out / "comparison.csv", index=False)
     return result
+
+
+# the claims the comparison is read for: (a, b) reports a - b per task
+DEFAULT_PAIRS = (("parl_mt", "sft_pag"), ("sft_pag", "sft_plain"), ("mt_grpo", "sft_plain"), ("parl_mt", "mt_grpo"))
+
+
+def task_verdicts(results_dir) -> dict:
+    r"""``{entry id: 1.0 or 0.0}`` of one evaluation run (its ``entries.jsonl``, evaluation seed 0).
+
+    >>> import json, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "entries.jsonl").write_text(json.dumps({"id": "t1", "seed": 0, "valid": True}) + "\n")
+    >>> task_verdicts(d)
+    {'t1': 1.0}
+    """
+    from .runtime import read_jsonl
+
+    return {e["id"]: float(bool(e["valid"])) for e in read_jsonl(Path(repo_path(results_dir)) / "entries.jsonl")
+            if e.get("seed", 0) == 0}
+
+
+def paired_differences(result: dict, pairs=DEFAULT_PAIRS, n_boot: int = 10_000) -> list[dict]:
+    """Per benchmark and pair ``(a, b)`` of :func:`compare_methods`' result: the mean paired difference ``a - b``
+    over the tasks both were scored on, each task's verdict averaged over the training seeds evaluated there, with
+    a 95% percentile-bootstrap interval over tasks (:func:`parl_mt_lib.stats.paired_bootstrap`, seed 0). A pair
+    missing on a benchmark is skipped. Pure apart from reading the runs' ``entries.jsonl``."""
+    from .stats import paired_bootstrap
+
+    per: dict = {}
+    for r in result["runs"]:
+        scores = per.setdefault((r["method"], r["benchmark"]), {})
+        for tid, v in task_verdicts(r["results_dir"]).items():
+            scores.setdefault(tid, []).append(v)
+    mean = {k: {t: sum(v) / len(v) for t, v in s.items()} for k, s in per.items()}
+    out = []
+    for b in dict.fromkeys(r["benchmark"] for r in result["runs"]):
+        for a, ref in pairs:
+            if (a, b) in mean and (ref, b) in mean:
+                d = paired_bootstrap(mean[a, b], mean[ref, b], n_boot=n_boot, seed=0)
+                out.append({"a": a, "b": ref, "benchmark": b, **d,
+                            "excludes_0": d["ci95"][0] > 0 or d["ci95"][1] < 0})
+    return out
 
 
 def cost_table(run_dirs: dict) -> "pd.DataFrame":

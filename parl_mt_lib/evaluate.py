@@ -24,6 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
+from . import engine_pool
 from .bfcl import entry_by_id, load_entries, resolve_categories
 from .calls import CallParseError, parse_calls
 from .runtime import ConfigError, append_jsonl, atomic_write_json, provenance, read_jsonl
@@ -322,7 +323,8 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     directory over. ``entries`` evaluates given tasks (e.g. held-out synthetic ones) instead of BFCL
     categories; ``exclude_ids`` drops BFCL entries used for training (hold-out split). ``rollout_backend``:
     the engine that plays a model policy, ``hf`` (transformers ``generate``) or ``vllm`` (a vLLM engine,
-    :mod:`parl_mt_lib.backends_vllm`; started for this call and closed at its end) -- recorded in ``config.json``
+    :mod:`parl_mt_lib.backends_vllm`; started for this call and closed at its end, or kept for the next call
+    inside :func:`parl_mt_lib.engine_pool.pooled`) -- recorded in ``config.json``
     and ``metrics.json`` and part of the fingerprint (:func:`rollout_backend_of`).
     """
     from .context import make_context
@@ -374,7 +376,9 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     atomic_write_json(out / "config.json", config)
     start = time.time()
     rows_path = out / "entries.jsonl"
-    pol = policy_obj
+    pol, finished = policy_obj, False
+    # an engine started here is closed at the end, or kept for the next call with the same key (engine_pool)
+    pool_key = (str(policy), engine, style, base_url, max_new_tokens, temperature)
     try:
         for seed in seeds:
             done = {r["id"] for r in read_jsonl(rows_path) if r["seed"] == seed}
@@ -382,8 +386,9 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
             if not todo:
                 continue
             if pol is None:  # loaded once, reseeded per seed
-                pol = make_eval_policy(policy, engine, seed=seed, style=style, base_url=base_url,
-                                       max_new_tokens=max_new_tokens, temperature=temperature)
+                pol = engine_pool.acquire(pool_key, lambda seed=seed: make_eval_policy(
+                    policy, engine, seed=seed, style=style, base_url=base_url, max_new_tokens=max_new_tokens,
+                    temperature=temperature))
             if hasattr(pol, "reseed"):
                 pol.reseed(seed)
             t0 = [time.time()]
@@ -394,9 +399,10 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
                 t0[0] = time.time()
 
             run_episodes(pol, todo, ctx, batch_size=batch_size, progress=progress, on_episode=write)
+        finished = True
     finally:
-        if policy_obj is None and hasattr(pol, "close"):  # an engine started here (vLLM) ends here
-            pol.close()
+        if policy_obj is None and pol is not None:  # an engine started here (vLLM) ends here, or is pooled
+            engine_pool.release(pool_key, pol, keep=finished and engine is not None)
     wanted = {(s, e.id) for s in seeds for e in entries}
     rows = {(r["seed"], r["id"]): r for r in read_jsonl(rows_path) if (r["seed"], r["id"]) in wanted}
     metrics = summarize(list(rows.values()), cats, list(seeds))

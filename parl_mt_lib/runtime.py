@@ -355,6 +355,22 @@ def provenance(**extra) -> dict:
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
 
 
+def stamp_run(out_dir, started: float, name: str = "run.json", **extra) -> dict:
+    """Write ``out_dir/name``: :func:`provenance` with the wall-clock since ``started`` (a Unix time; the Makefile
+    records it with ``date +%s`` when a target starts) -- a whole target's duration, every stage included.
+
+    >>> import tempfile, time, json, pathlib
+    >>> d = tempfile.mkdtemp(); s = stamp_run(d, time.time() - 90, target="demo")
+    >>> 89 < s["provenance"]["wall_clock_s"] < 120, json.loads((pathlib.Path(d) / "run.json").read_text())["target"]
+    (True, 'demo')
+    """
+    out = {**extra, "provenance": provenance(wall_clock_s=round(time.time() - float(started), 1),
+                                             started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                       time.gmtime(float(started))))}
+    atomic_write_json(Path(out_dir) / name, out)
+    return out
+
+
 # ---------------------------------------------------------------- fingerprints (see the module docstring)
 
 FINGERPRINT_FILE = "fingerprint.json"

@@ -17,6 +17,8 @@ Inputs (relative to the results root), as their writers lay them out:
 - ``06_compare/comparison.json`` (``compare.compare_methods``: ``table``, ``runs``, ``benchmarks``) and each run's
   ``06_compare/<method>/<benchmark>/seed<s>/entries.jsonl`` (per-task verdicts, for paired differences)
 - ``05_evaluate/tau2_<domain>_{oracle,toy}/metrics.json`` and 06's τ-bench rows: :mod:`parl_mt_lib.tables_tau2`
+- ``small/``: the same 02, 03, 04 and 06 inputs from ``make reproduce-small`` and its ``small/run.json``
+  (the target's wall-clock), shown in their own section only where that target ran (:func:`section_small`)
 - ``07_ablations/ablations.json`` (``ablations.run``: ``rows``, ``table`` with the paired differences to full
   PARL-MT already computed by :func:`parl_mt_lib.stats.paired_bootstrap`, ``budget``, ``missing_benchmarks``)
 
@@ -44,6 +46,9 @@ from .stats import paired_bootstrap, t_interval
 
 BEGIN = "<!-- BEGIN GENERATED RESULTS -->"
 END = "<!-- END GENERATED RESULTS -->"
+# make reproduce-small's own block (results/small/): written where that target ran, whatever else did
+BEGIN_SMALL = "<!-- BEGIN GENERATED SMALL-MODEL RESULTS -->"
+END_SMALL = "<!-- END GENERATED SMALL-MODEL RESULTS -->"
 N_BOOT = 10_000  # bootstrap resamples for paired differences (seed 0: the block is deterministic)
 
 # every file a table reads, relative to the results root
@@ -127,7 +132,7 @@ def _machine(device: dict) -> str:
     return ", ".join(str(p) for p in parts)
 
 
-def provenance_line(rel: str, data: dict) -> str:
+def provenance_line(rel: str, data: dict, label: str = "results") -> str:
     """Where one table's numbers come from: file, git SHA (``-dirty``: uncommitted changes), machine, date.
 
     >>> provenance_line("02_sft/metrics.json", {"provenance": {"git_sha": "a4ba63e0123456789", "time_utc":
@@ -136,11 +141,11 @@ def provenance_line(rel: str, data: dict) -> str:
     """
     prov = data.get("provenance") if isinstance(data, dict) else None
     if not isinstance(prov, dict):
-        return f"from `results/{rel}`: no provenance recorded"
+        return f"from `{label}/{rel}`: no provenance recorded"
     sha = str(prov.get("git_sha") or "unknown")
     sha = sha[:7] + ("-dirty" if sha.endswith("-dirty") else "") if sha != "unknown" else sha
     date = str(prov.get("time_utc") or "date not recorded")[:10]
-    return f"from `results/{rel}`: git {sha}, {_machine(prov.get('device'))}, {date}"
+    return f"from `{label}/{rel}`: git {sha}, {_machine(prov.get('device'))}, {date}"
 
 
 # ------------------------------------------------------------------ inputs
@@ -149,14 +154,15 @@ def provenance_line(rel: str, data: dict) -> str:
 class _Results:
     """Reads inputs under one results root; remembers which were missing (in the order asked for)."""
 
-    def __init__(self, root):
+    def __init__(self, root, label: str = "results"):
         self.root = Path(root)
+        self.label = label  # how tables name the root (``results/small`` for make reproduce-small's runs)
         self.missing: list[str] = []
         self.shown: set[str] = set()  # missing inputs already named where their table would be
 
     def not_run(self, rel: str) -> str:
-        self.shown.add(f"results/{rel}")
-        return f"- not run: `results/{rel}`"
+        self.shown.add(f"{self.label}/{rel}")
+        return f"- not run: `{self.label}/{rel}`"
 
     def json(self, rel: str):
         path = self.root / rel
@@ -166,7 +172,7 @@ class _Results:
         try:
             return json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"results/{rel} is not valid JSON ({err}); rerun the notebook that writes it") from None
+            raise ConfigError(f"{self.label}/{rel} is not valid JSON ({err}); rerun the notebook that writes it") from None
 
     def csv(self, rel: str) -> list[dict] | None:
         path = self.root / rel
@@ -183,8 +189,12 @@ class _Results:
         return read_jsonl(self.root / rel)
 
     def _miss(self, rel: str) -> None:
-        if f"results/{rel}" not in self.missing:
-            self.missing.append(f"results/{rel}")
+        if f"{self.label}/{rel}" not in self.missing:
+            self.missing.append(f"{self.label}/{rel}")
+
+    def source(self, rel: str, data: dict) -> str:
+        """:func:`provenance_line` of an input under this root."""
+        return provenance_line(rel, data, self.label)
 
 
 # ------------------------------------------------------------------ sections
@@ -311,7 +321,7 @@ def section_sft(res: _Results) -> list[str]:
         out += ["", "Teacher-forced diagnosis on held-out gold contexts (not comparable across views: the progress "
                 f"view's gold context names the next call; {_num(held.get('n_steps'))} held-out steps):", ""]
         out += _sft_table(summary, keys, forced, per_seed_col=False)
-    out += ["", f"- {provenance_line(INPUTS['sft'], m)}"]
+    out += ["", f"- {res.source(INPUTS['sft'], m)}"]
     return out + [""]
 
 
@@ -341,7 +351,7 @@ def section_rl(res: _Results) -> tuple[list[str], dict]:
             out.append(res.not_run(INPUTS[key]))
             continue
         runs[key] = m
-        sources.append(f"- {provenance_line(INPUTS[key], m)}")
+        sources.append(f"- {res.source(INPUTS[key], m)}")
         per_seed = m.get("per_seed") or {}
         iters = res.csv(f"{d}/iterations.csv")
         train = {}
@@ -382,7 +392,7 @@ def section_rl(res: _Results) -> tuple[list[str], dict]:
     return out + [""] + sources + [""], runs
 
 
-def section_cost(runs: dict) -> list[str]:
+def section_cost(runs: dict, label: str = "results") -> list[str]:
     out = ["#### Cost per RL run (notebooks 03, 04; mean over iterations, then over seeds)", ""]
     if not runs:
         return out + ["- not run: no RL metrics (see above)", ""]
@@ -412,7 +422,7 @@ def section_cost(runs: dict) -> list[str]:
     if "logprob_gap_max" in cols:
         out += ["", "Log-prob gap: |sampler − trainer| log-prob over completion tokens; max = the largest over "
                 "iterations and seeds."]
-    out += [""] + [f"- {provenance_line(INPUTS[k], m)}" for k, m in runs.items()]
+    out += [""] + [f"- {provenance_line(INPUTS[k], m, label)}" for k, m in runs.items()]
     return out + [""]
 
 
@@ -451,7 +461,7 @@ def section_compare(res: _Results) -> list[str]:
         out += ["", "Excluded from BFCL as hold-out training ids: "
                 + ", ".join(f"{n} from {b}" for b, n in sorted(excluded.items())) + "."]
     out += ["", *_paired(res, c, methods, benches, notes)]
-    out += [f"- {provenance_line(INPUTS['compare'], c)}"]
+    out += [f"- {res.source(INPUTS['compare'], c)}"]
     return out + [""]
 
 
@@ -557,6 +567,34 @@ def section_ablations(res: _Results) -> list[str]:
 # ------------------------------------------------------------------ the block and README
 
 
+SMALL = "small"  # make reproduce-small's results root, under the main one
+SMALL_RUN = "run.json"  # its wall-clock, written at its end (runtime.stamp_run)
+
+
+def section_small(results_dir) -> list[str]:
+    """``make reproduce-small``'s tables (SmolLM2-135M-Instruct: SFT, RL runs, cost, six-way comparison with paired
+    differences) from ``results/small/``, the same sections as the toy's, plus the target's wall-clock. Nothing
+    when that target has not run here (its τ-bench rows live in the τ-bench table)."""
+    root = Path(results_dir) / SMALL
+    if not any((root / INPUTS[k]).exists() for k in ("sft", "pag_rl", "mt_grpo", "compare")):
+        return []
+    res = _Results(root, label=f"results/{SMALL}")
+    rl, runs = section_rl(res)
+    parts = [section_sft(res), rl, section_cost(runs, res.label), section_compare(res)]
+    out = [f"### SmolLM2-135M-Instruct (`make reproduce-small`, `results/{SMALL}/`)", ""]
+    run = res.json(SMALL_RUN) if (root / SMALL_RUN).exists() else None
+    if run is None:
+        out += [f"- wall-clock not recorded (`results/{SMALL}/{SMALL_RUN}` is written when the whole target "
+                "finishes)", ""]
+    else:
+        wall = (run.get("provenance") or {}).get("wall_clock_s")
+        out += [f"`make reproduce-small` took {_num(wall / 60 if isinstance(wall, (int, float)) else None, 1)} min "
+                f"of wall-clock, every stage included ({res.source(SMALL_RUN, run)}).", ""]
+    for part in parts:
+        out += [f"#### SmolLM2 · {line[5:]}" if line.startswith("#### ") else line for line in part]
+    return out
+
+
 def generate(results_dir="results") -> tuple[str, list[str]]:
     """The block's body (Markdown, deterministic given the files) and the inputs that were missing."""
     res = _Results(results_dir)
@@ -583,29 +621,51 @@ def render_block(results_dir="results") -> str:
     return f"{BEGIN}\n{generate(results_dir)[0]}{END}\n"
 
 
-def _split_readme(text: str, where: str):
-    b, e = text.count(BEGIN), text.count(END)
-    if b != 1 or e != 1 or text.index(BEGIN) > text.index(END):
-        raise ConfigError(f"{where} needs exactly one '{BEGIN}' line followed by one '{END}' line "
+def has_small(results_dir) -> bool:
+    """Whether ``make reproduce-small`` left any of the small-model block's inputs under ``results_dir``."""
+    return any((Path(results_dir) / SMALL / INPUTS[k]).exists() for k in ("sft", "pag_rl", "mt_grpo", "compare"))
+
+
+def render_small_block(results_dir="results") -> str:
+    """``BEGIN_SMALL`` + :func:`section_small`'s tables + ``END_SMALL`` (README's small-model block)."""
+    head = ["Generated by `make tables` from `results/small/` only (written by `make reproduce-small`) — do not edit "
+            "by hand; same rules as the block above.", ""]
+    body = "\n".join(head + section_small(results_dir)).rstrip() + "\n"
+    return f"{BEGIN_SMALL}\n{body}{END_SMALL}\n"
+
+
+def _split_readme(text: str, where: str, begin: str = BEGIN, end: str = END):
+    b, e = text.count(begin), text.count(end)
+    if b != 1 or e != 1 or text.index(begin) > text.index(end):
+        raise ConfigError(f"{where} needs exactly one '{begin}' line followed by one '{end}' line "
                           f"(found {b} and {e}); put them where the generated tables go")
-    i, j = text.index(BEGIN), text.index(END) + len(END)
+    i, j = text.index(begin), text.index(end) + len(end)
     if text[j:j + 1] == "\n":
         j += 1
     return text[:i], text[i:j], text[j:]
 
 
 def check_readme(readme=REPO_ROOT / "README.md", results_dir=REPO_ROOT / "results") -> list[str]:
-    """One line per difference between README's generated block and the block ``results_dir`` gives ([] if none)."""
+    """One line per difference between README's generated blocks and those ``results_dir`` gives ([] if none): the
+    main block (unless only ``make reproduce-small`` ran there) and the small-model block (where it ran)."""
     readme = Path(readme)
-    before, block, _ = _split_readme(readme.read_text(), readme.name)
-    first = before.count("\n") + 1
-    have, want = block.splitlines(), render_block(results_dir).splitlines()
+    text = readme.read_text()
+    small = has_small(results_dir)  # the small-model block is checked where make reproduce-small ran; the main
+    main_ran = any((Path(results_dir) / r).exists() for r in INPUTS.values())  # one unless only that target did
+    blocks = [(BEGIN, END, render_block(results_dir))] if main_ran or not small else []
+    _split_readme(text, readme.name)
+    if small:
+        blocks.append((BEGIN_SMALL, END_SMALL, render_small_block(results_dir)))
     diffs = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=have, b=want, autojunk=False).get_opcodes():
-        if tag == "equal":
-            continue
-        diffs += [f"{readme.name}:{first + i}: stale: {have[i]}" for i in range(i1, i2)]
-        diffs += [f"{readme.name}:{first + i1}: results/ give: {want[j]}" for j in range(j1, j2)]
+    for begin, end, rendered in blocks:
+        before, block, _ = _split_readme(text, readme.name, begin, end)
+        first = before.count("\n") + 1
+        have, want = block.splitlines(), rendered.splitlines()
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=have, b=want, autojunk=False).get_opcodes():
+            if tag == "equal":
+                continue
+            diffs += [f"{readme.name}:{first + i}: stale: {have[i]}" for i in range(i1, i2)]
+            diffs += [f"{readme.name}:{first + i1}: results/ give: {want[j]}" for j in range(j1, j2)]
     return diffs
 
 
@@ -614,19 +674,28 @@ class NothingToWrite(ConfigError):
 
 
 def write_readme(readme=REPO_ROOT / "README.md", results_dir=REPO_ROOT / "results") -> bool:
-    """Rewrite README's block from ``results_dir``; everything outside the markers stays byte for byte. True if changed.
-    Refused (one line, README untouched) when ``results_dir`` holds none of :data:`INPUTS` -- e.g. only
-    ``make reproduce-small`` ran here: the block would turn every table of the committed runs into "not run"."""
+    """Rewrite README's blocks from ``results_dir``; everything outside the markers stays byte for byte. True if
+    changed. The main block is rewritten only where ``results_dir`` holds some of :data:`INPUTS` (where only
+    ``make reproduce-small`` ran, it would turn every table of the committed runs into "not run"); the small-model
+    block (``BEGIN_SMALL`` .. ``END_SMALL``) only where :func:`has_small`. Neither: refused in one line
+    (:class:`NothingToWrite`), README untouched."""
     readme = Path(readme)
     text = readme.read_text()
-    before, block, after = _split_readme(text, readme.name)
-    if not any((Path(results_dir) / r).exists() for r in INPUTS.values()):
+    _split_readme(text, readme.name)  # a README without exactly one main block is refused before anything else
+    main_ran = any((Path(results_dir) / r).exists() for r in INPUTS.values())
+    if not main_ran and not has_small(results_dir):
         raise NothingToWrite(f"{results_dir} holds none of the main tables' inputs (`make reproduce` has not run "
                              "here): README's generated block left as it is; run `make reproduce`, then `make tables`")
-    new = render_block(results_dir)
-    if new == block:
+    new_text = text
+    if main_ran:
+        before, _, after = _split_readme(new_text, readme.name)
+        new_text = before + render_block(results_dir) + after
+    if has_small(results_dir):  # make reproduce-small's block: its own markers, whatever else ran here
+        before, _, after = _split_readme(new_text, readme.name, BEGIN_SMALL, END_SMALL)
+        new_text = before + render_small_block(results_dir) + after
+    if new_text == text:
         return False
-    readme.write_text(before + new + after)
+    readme.write_text(new_text)
     return True
 
 
@@ -653,9 +722,13 @@ def main(argv=None) -> int:
             except NothingToWrite as err:
                 print(err)
                 return 0
-            missing = generate(args.results)[1]
-            print(f"{args.readme}: generated block {'rewritten' if changed else 'already up to date'}"
-                  + (f"; not run: {', '.join(missing)}" if missing else ""))
+            main_ran = any((Path(args.results) / r).exists() for r in INPUTS.values())
+            missing = generate(args.results)[1] if main_ran else []
+            which = " and ".join(n for n, ran in (("main", main_ran), ("small-model", has_small(args.results)))
+                                 if ran)
+            print(f"{args.readme}: generated {which} block(s) {'rewritten' if changed else 'already up to date'}"
+                  + (f"; not run: {', '.join(missing)}" if missing else "")
+                  + ("" if main_ran else "; the main block left as it is (`make reproduce` has not run here)"))
             return 0
         sys.stdout.write(render_block(args.results))
         return 0

@@ -152,3 +152,42 @@ def test_bfcl_progress_cells_are_redone_when_the_progress_instruction_changes(tm
     assert run() == 0 and run() == 1
     monkeypatch.setattr(progress_format, "INSTRUCTION", progress_format.INSTRUCTION + " Be brief.")
     assert run() == 0
+
+
+def _runs(tmp_path, verdicts: dict) -> dict:
+    """A compare_methods-shaped result whose runs' entries.jsonl hold ``verdicts[(method, bench, seed)]``."""
+    import json
+
+    runs = []
+    for (m, b, s), vs in verdicts.items():
+        d = tmp_path / m / b / f"seed{s}"
+        d.mkdir(parents=True)
+        (d / "entries.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "seed": 0, "valid": v}) + "\n"
+                                                 for i, v in enumerate(vs)))
+        runs.append({"method": m, "benchmark": b, "seed": s, "results_dir": str(d)})
+    return {"runs": runs}
+
+
+@pytest.mark.parametrize("a, b, diff, excludes_0", [
+    ([1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0, 0], 1.0, True),       # a solves every task b fails
+    ([1, 0, 1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1, 0, 1], 0.0, False),      # same success, other tasks: no difference
+    ([0, 0, 0, 0, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1, 1, 1], -0.875, True),     # a worse: the sign is a - b
+    ([1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0], 0.125, False),    # one task of eight: interval holds 0
+])
+def test_paired_differences_pair_tasks_by_id(tmp_path, a, b, diff, excludes_0):
+    from parl_mt_lib.compare import paired_differences
+
+    res = _runs(tmp_path, {("parl_mt", "synthetic", 0): a, ("sft_pag", "synthetic", 0): b})
+    (d,) = paired_differences(res, pairs=(("parl_mt", "sft_pag"), ("sft_pag", "sft_plain")), n_boot=2000)
+    assert (d["a"], d["b"], d["benchmark"], d["n"]) == ("parl_mt", "sft_pag", "synthetic", 8)
+    assert d["diff"] == pytest.approx(diff) and d["excludes_0"] is excludes_0
+    assert d["ci95"][0] <= d["diff"] <= d["ci95"][1]
+
+
+def test_paired_differences_average_each_task_over_seeds(tmp_path):
+    from parl_mt_lib.compare import paired_differences
+
+    # seed 0 solves t0 only, seed 1 solves t0 and t1: a's per-task means are 1, .5, 0 against b's 0, 0, 0
+    res = _runs(tmp_path, {("a", "syn", 0): [1, 0, 0], ("a", "syn", 1): [1, 1, 0], ("b", "syn", 0): [0, 0, 0]})
+    (d,) = paired_differences(res, pairs=(("a", "b"),), n_boot=500)
+    assert d["diff"] == pytest.approx(0.5)

@@ -371,3 +371,38 @@ def test_tau2_section_oracle_pass1_toy_pass_k_and_06_rows(tmp_path):
     assert "| tau2_airline (4 tasks, floor 0.25) | 0.25 [0.05, 0.70] | 0.25 [0.05, 0.70] |" in section
     assert f"tau2_airline (4 items; {SCRIPTED_NOTE})" in text  # the six-way table labels the row too
     assert "not run: `results/05_evaluate/tau2_retail_oracle/metrics.json`" in section
+
+
+def test_small_model_block_from_results_small_alone(results, tmp_path, capsys):
+    """make reproduce-small's tables go into their own README block, from results/small/ only: written where
+    that target ran even when `make reproduce` did not (the main block is then left as it is), checked by
+    --check, named `results/small/...` in every source line, with the target's wall-clock from run.json."""
+    from parl_mt_lib.runtime import atomic_write_json
+
+    only_small = tmp_path / "only_small"
+    for rel in ("02_sft", "03_pag_rl", "04_mt_grpo", "06_compare"):
+        shutil.copytree(results / rel, only_small / "small" / rel)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\n{tables.BEGIN}\nmain block kept\n{tables.END}\n\n{tables.BEGIN_SMALL}\n"
+                      f"{tables.END_SMALL}\nafter\n")
+    assert tables.main(["--write", "--results", str(only_small), "--readme", str(readme)]) == 0
+    assert "main block left as it is" in capsys.readouterr().out
+    text = readme.read_text()
+    assert "main block kept" in text and text.endswith(f"{tables.END_SMALL}\nafter\n")
+    small = text[text.index(tables.BEGIN_SMALL):]
+    assert "#### SmolLM2 · Six-way comparison" in small and "PARL-MT − SFT-PAG" in small
+    assert "from `results/small/06_compare/comparison.json`" in small and "from `results/06_compare" not in small
+    assert "wall-clock not recorded" in small
+    atomic_write_json(only_small / "small" / tables.SMALL_RUN, {"provenance": {**PROV, "wall_clock_s": 5130.0}})
+    assert tables.check_readme(readme, only_small)  # stale now: run.json appeared
+    assert tables.write_readme(readme, only_small)
+    assert "`make reproduce-small` took 85.5 min of wall-clock" in readme.read_text()
+    assert tables.check_readme(readme, only_small) == []
+    # where it did not run, the small block is neither written nor checked
+    assert not tables.has_small(results) and tables.check_readme(readme, results) != []
+
+
+def test_real_readme_has_one_small_model_block():
+    text = (REPO_ROOT / "README.md").read_text()
+    assert text.count(tables.BEGIN_SMALL) == 1 and text.count(tables.END_SMALL) == 1
+    assert text.index(tables.BEGIN_SMALL) < text.index(tables.END_SMALL)
