@@ -17,6 +17,7 @@ Every module has one job (dependency order, roughly bottom-up):
 * ``models``           ``toy`` | local dir | hub id -> (model, tokenizer), one code path
 * ``toy_model``        the embedded tiny Qwen2 + BPE tokenizer trained on BFCL text
 * ``evaluate``         BFCL's official checker (sanitised), the resumable evaluation runner, metrics.json, CLI
+* ``engine_pool``      one started evaluation engine reused across ``evaluate`` calls with the same key (06)
 * ``synth``            synthetic training tasks from environment interaction (perturbed states, rejection sampling)
 * ``splits``           train/test hygiene: overlap rules and checks, BFCL hold-out splits
 * ``progress``         teachers (template | hf | openai) and the teacher policy
@@ -31,10 +32,11 @@ Every module has one job (dependency order, roughly bottom-up):
 * ``rl_update``        policy model, reference, the optimiser update (log-prob gap), checkpoints
 * ``rl``               the RL loop for PAG-RL and MT-GRPO, its metrics and seeds grid
 * ``grid``             one runner for every seeds x variants grid (fingerprint-keyed reuse)
-* ``compare``          the six-way comparison through ``evaluate`` and the RL cost table
+* ``compare``          the six-way comparison through ``evaluate``, paired differences over tasks, the RL cost table
 * ``ablations``        notebook 07's rows as grid stages (PAG build, SFT, RL, evaluation), reuse, budget, paired deltas
 * ``figures``          notebook 08: the paper's figures and tables from ``results/`` alone (PNG + CSV + LaTeX)
-* ``tables``           README's result tables generated from ``results/`` (``make tables``)
+* ``tables``           README's result tables generated from ``results/`` (``make tables``): the main block and
+                       ``make reproduce-small``'s block from ``results/small/``
 * ``tour``, ``plots``  benchmark statistics / replays / prompt growth; figures
 * ``bench``            throughput benchmarks (``make bench``)
 """

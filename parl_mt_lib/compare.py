@@ -133,7 +133,9 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     the first k training seeds of the trained methods: a budget knob for the slow τ-bench episodes).
     Cells run through :func:`parl_mt_lib.grid.run_grid` (``workers`` side by side; finished cells with the same
     fingerprint are reused). ``rollout_backend`` (``hf`` | ``vllm``) generates every cell's episodes (05's
-    parameter; part of a cell's fingerprint when not ``hf``). Writes ``cells.json``, ``comparison.json`` / ``.csv``."""
+    parameter; part of a cell's fingerprint when not ``hf``). With one worker, one engine serves a (method, seed)'s
+    consecutive cells (:mod:`parl_mt_lib.engine_pool`): a cell's ``wall_clock_s`` then includes an engine start
+    only where it is its (method, seed)'s first. Writes ``cells.json``, ``comparison.json`` / ``.csv``."""
     from importlib import metadata
 
     import pandas as pd
@@ -223,8 +225,11 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     return result
 
 
-# the claims the comparison is read for: (a, b) reports a - b per task
-DEFAULT_PAIRS = (("parl_mt", "sft_pag"), ("sft_pag", "sft_plain"), ("mt_grpo", "sft_plain"), ("parl_mt", "mt_grpo"))
+# the claims the comparison is read for: (a, b, what it measures) reports a - b per task (06 and README's tables)
+PAIRS = (("parl_mt", "sft_pag", "what PAG-RL adds to SFT-PAG"),
+         ("mt_grpo", "sft_plain", "what MT-GRPO adds to SFT-plain"),
+         ("sft_pag", "sft_plain", "PAG data + progress context vs plain SFT"),
+         ("parl_mt", "mt_grpo", "PARL-MT vs MT-GRPO"))
 
 
 def task_verdicts(results_dir) -> dict:
@@ -242,8 +247,9 @@ def task_verdicts(results_dir) -> dict:
             if e.get("seed", 0) == 0}
 
 
-def paired_differences(result: dict, pairs=DEFAULT_PAIRS, n_boot: int = 10_000) -> list[dict]:
-    """Per benchmark and pair ``(a, b)`` of :func:`compare_methods`' result: the mean paired difference ``a - b``
+def paired_differences(result: dict, pairs=PAIRS, n_boot: int = 10_000) -> list[dict]:
+    """Per benchmark and pair ``(a, b[, what it measures])`` of :func:`compare_methods`' result: the mean paired
+    difference ``a - b``
     over the tasks both were scored on, each task's verdict averaged over the training seeds evaluated there, with
     a 95% percentile-bootstrap interval over tasks (:func:`parl_mt_lib.stats.paired_bootstrap`, seed 0). A pair
     missing on a benchmark is skipped. Pure apart from reading the runs' ``entries.jsonl``."""
@@ -257,10 +263,10 @@ def paired_differences(result: dict, pairs=DEFAULT_PAIRS, n_boot: int = 10_000) 
     mean = {k: {t: sum(v) / len(v) for t, v in s.items()} for k, s in per.items()}
     out = []
     for b in dict.fromkeys(r["benchmark"] for r in result["runs"]):
-        for a, ref in pairs:
+        for a, ref, *why in pairs:
             if (a, b) in mean and (ref, b) in mean:
                 d = paired_bootstrap(mean[a, b], mean[ref, b], n_boot=n_boot, seed=0)
-                out.append({"a": a, "b": ref, "benchmark": b, **d,
+                out.append({"a": a, "b": ref, "measures": why[0] if why else None, "benchmark": b, **d,
                             "excludes_0": d["ci95"][0] > 0 or d["ci95"][1] < 0})
     return out
 

@@ -378,7 +378,7 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     rows_path = out / "entries.jsonl"
     pol, finished = policy_obj, False
     # an engine started here is closed at the end, or kept for the next call with the same key (engine_pool)
-    pool_key = (str(policy), engine, style, base_url, max_new_tokens, temperature)
+    pool_key = (str(policy), policy_fp, engine, style, base_url, max_new_tokens, temperature)
     try:
         for seed in seeds:
             done = {r["id"] for r in read_jsonl(rows_path) if r["seed"] == seed}

@@ -41,6 +41,7 @@ import json
 import sys
 from pathlib import Path
 
+from .compare import PAIRS as _COMPARE_PAIRS
 from .runtime import REPO_ROOT, ConfigError, read_jsonl
 from .stats import paired_bootstrap, t_interval
 
@@ -84,10 +85,7 @@ COST_COLS = {"prompt_tokens_per_step": "prompt tokens / step", "generated_tokens
              "sync_s": "of which weight sync s"}
 METHODS = {"base": "base", "cot": "CoT", "sft_plain": "SFT-plain", "sft_pag": "SFT-PAG", "mt_grpo": "MT-GRPO",
            "parl_mt": "PARL-MT"}
-PAIRS = [("parl_mt", "sft_pag", "what PAG-RL adds to SFT-PAG"),
-         ("mt_grpo", "sft_plain", "what MT-GRPO adds to SFT-plain"),
-         ("sft_pag", "sft_plain", "PAG data + progress context vs plain SFT"),
-         ("parl_mt", "mt_grpo", "PARL-MT vs MT-GRPO")]
+PAIRS = list(_COMPARE_PAIRS)  # the same claims as notebook 06's paired.csv (compare.PAIRS)
 
 
 # ------------------------------------------------------------------ formatting
@@ -172,7 +170,8 @@ class _Results:
         try:
             return json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{self.label}/{rel} is not valid JSON ({err}); rerun the notebook that writes it") from None
+            raise ConfigError(f"{self.label}/{rel} is not valid JSON ({err}); rerun the notebook that writes "
+                              "it") from None
 
     def csv(self, rel: str) -> list[dict] | None:
         path = self.root / rel
@@ -571,25 +570,41 @@ SMALL = "small"  # make reproduce-small's results root, under the main one
 SMALL_RUN = "run.json"  # its wall-clock, written at its end (runtime.stamp_run)
 
 
+def _reused(res: _Results) -> list[str]:
+    """The stages of ``make reproduce-small`` whose last invocation reused finished work (their grids' ``reused``)."""
+    out = []
+    for key, field in (("sft", "reused_cells"), ("pag_rl", "reused_seeds"), ("mt_grpo", "reused_seeds"),
+                       ("compare", "reused_cells")):
+        path = res.root / INPUTS[key]
+        if path.exists() and (res.json(INPUTS[key]) or {}).get(field):
+            out.append(INPUTS[key].split("/")[0])
+    return out
+
+
 def section_small(results_dir) -> list[str]:
     """``make reproduce-small``'s tables (SmolLM2-135M-Instruct: SFT, RL runs, cost, six-way comparison with paired
-    differences) from ``results/small/``, the same sections as the toy's, plus the target's wall-clock. Nothing
-    when that target has not run here (its τ-bench rows live in the τ-bench table)."""
-    root = Path(results_dir) / SMALL
-    if not any((root / INPUTS[k]).exists() for k in ("sft", "pag_rl", "mt_grpo", "compare")):
+    differences, the untrained model's τ-bench runs) from ``results/small/``, the same sections as the toy's, plus
+    the target's wall-clock (``run.json``; flagged when a stage reused finished work, so that the time is not a
+    clean run's). Nothing when that target has not run here (:func:`has_small`)."""
+    from .tables_tau2 import section_tau2_small
+
+    if not has_small(results_dir):
         return []
-    res = _Results(root, label=f"results/{SMALL}")
+    res = _Results(Path(results_dir) / SMALL, label=f"results/{SMALL}")
     rl, runs = section_rl(res)
-    parts = [section_sft(res), rl, section_cost(runs, res.label), section_compare(res)]
+    parts = [section_sft(res), rl, section_cost(runs, res.label), section_compare(res), section_tau2_small(res)]
     out = [f"### SmolLM2-135M-Instruct (`make reproduce-small`, `results/{SMALL}/`)", ""]
-    run = res.json(SMALL_RUN) if (root / SMALL_RUN).exists() else None
+    run = res.json(SMALL_RUN) if (res.root / SMALL_RUN).exists() else None
     if run is None:
         out += [f"- wall-clock not recorded (`results/{SMALL}/{SMALL_RUN}` is written when the whole target "
                 "finishes)", ""]
     else:
         wall = (run.get("provenance") or {}).get("wall_clock_s")
+        reused = _reused(res)
+        what = (f"its last invocation, which reused finished work in {', '.join(reused)}: not the time of a clean "
+                "run" if reused else "a clean run, every stage included")
         out += [f"`make reproduce-small` took {_num(wall / 60 if isinstance(wall, (int, float)) else None, 1)} min "
-                f"of wall-clock, every stage included ({res.source(SMALL_RUN, run)}).", ""]
+                f"of wall-clock ({what}; {res.source(SMALL_RUN, run)}).", ""]
     for part in parts:
         out += [f"#### SmolLM2 · {line[5:]}" if line.startswith("#### ") else line for line in part]
     return out
@@ -621,6 +636,11 @@ def render_block(results_dir="results") -> str:
     return f"{BEGIN}\n{generate(results_dir)[0]}{END}\n"
 
 
+def has_main(results_dir) -> bool:
+    """Whether ``results_dir`` holds any of the main block's inputs (:data:`INPUTS`: ``make reproduce`` ran)."""
+    return any((Path(results_dir) / r).exists() for r in INPUTS.values())
+
+
 def has_small(results_dir) -> bool:
     """Whether ``make reproduce-small`` left any of the small-model block's inputs under ``results_dir``."""
     return any((Path(results_dir) / SMALL / INPUTS[k]).exists() for k in ("sft", "pag_rl", "mt_grpo", "compare"))
@@ -629,7 +649,7 @@ def has_small(results_dir) -> bool:
 def render_small_block(results_dir="results") -> str:
     """``BEGIN_SMALL`` + :func:`section_small`'s tables + ``END_SMALL`` (README's small-model block)."""
     head = ["Generated by `make tables` from `results/small/` only (written by `make reproduce-small`) — do not edit "
-            "by hand; same rules as the block above.", ""]
+            "by hand; the same rules as the main generated block (section \"Results\").", ""]
     body = "\n".join(head + section_small(results_dir)).rstrip() + "\n"
     return f"{BEGIN_SMALL}\n{body}{END_SMALL}\n"
 
@@ -651,8 +671,7 @@ def check_readme(readme=REPO_ROOT / "README.md", results_dir=REPO_ROOT / "result
     readme = Path(readme)
     text = readme.read_text()
     small = has_small(results_dir)  # the small-model block is checked where make reproduce-small ran; the main
-    main_ran = any((Path(results_dir) / r).exists() for r in INPUTS.values())  # one unless only that target did
-    blocks = [(BEGIN, END, render_block(results_dir))] if main_ran or not small else []
+    blocks = [(BEGIN, END, render_block(results_dir))] if has_main(results_dir) or not small else []  # unless only it
     _split_readme(text, readme.name)
     if small:
         blocks.append((BEGIN_SMALL, END_SMALL, render_small_block(results_dir)))
@@ -677,20 +696,23 @@ def write_readme(readme=REPO_ROOT / "README.md", results_dir=REPO_ROOT / "result
     """Rewrite README's blocks from ``results_dir``; everything outside the markers stays byte for byte. True if
     changed. The main block is rewritten only where ``results_dir`` holds some of :data:`INPUTS` (where only
     ``make reproduce-small`` ran, it would turn every table of the committed runs into "not run"); the small-model
-    block (``BEGIN_SMALL`` .. ``END_SMALL``) only where :func:`has_small`. Neither: refused in one line
-    (:class:`NothingToWrite`), README untouched."""
+    block (``BEGIN_SMALL`` .. ``END_SMALL``) only where :func:`has_small` and README has its markers (with the main
+    block to write, a README without them just gets that one; with only the small runs it is a one-line error).
+    Neither: refused in one line (:class:`NothingToWrite`), README untouched."""
     readme = Path(readme)
     text = readme.read_text()
     _split_readme(text, readme.name)  # a README without exactly one main block is refused before anything else
-    main_ran = any((Path(results_dir) / r).exists() for r in INPUTS.values())
-    if not main_ran and not has_small(results_dir):
-        raise NothingToWrite(f"{results_dir} holds none of the main tables' inputs (`make reproduce` has not run "
-                             "here): README's generated block left as it is; run `make reproduce`, then `make tables`")
+    main_ran, small = has_main(results_dir), has_small(results_dir)
+    if not main_ran and not small:
+        raise NothingToWrite(f"{results_dir} holds the inputs of neither `make reproduce` nor `make reproduce-small`: "
+                             "README's generated blocks left as they are; run one of them, then `make tables`")
+    if small and not main_ran:  # only the small-model block can be written: its markers must be there
+        _split_readme(text, readme.name, BEGIN_SMALL, END_SMALL)
     new_text = text
     if main_ran:
         before, _, after = _split_readme(new_text, readme.name)
         new_text = before + render_block(results_dir) + after
-    if has_small(results_dir):  # make reproduce-small's block: its own markers, whatever else ran here
+    if small and BEGIN_SMALL in new_text:  # make reproduce-small's block: its own markers, whatever else ran here
         before, _, after = _split_readme(new_text, readme.name, BEGIN_SMALL, END_SMALL)
         new_text = before + render_small_block(results_dir) + after
     if new_text == text:
@@ -722,13 +744,15 @@ def main(argv=None) -> int:
             except NothingToWrite as err:
                 print(err)
                 return 0
-            main_ran = any((Path(args.results) / r).exists() for r in INPUTS.values())
+            main_ran, small = has_main(args.results), has_small(args.results)
+            small = small and BEGIN_SMALL in Path(args.readme).read_text()
             missing = generate(args.results)[1] if main_ran else []
-            which = " and ".join(n for n, ran in (("main", main_ran), ("small-model", has_small(args.results)))
-                                 if ran)
+            which = " and ".join(n for n, ran in (("main", main_ran), ("small-model", small)) if ran)
             print(f"{args.readme}: generated {which} block(s) {'rewritten' if changed else 'already up to date'}"
                   + (f"; not run: {', '.join(missing)}" if missing else "")
-                  + ("" if main_ran else "; the main block left as it is (`make reproduce` has not run here)"))
+                  + ("" if main_ran else "; the main block left as it is (`make reproduce` has not run here)")
+                  + ("" if small or not has_small(args.results) else
+                     f"; results/{SMALL}/ not written: README has no '{BEGIN_SMALL}' block"))
             return 0
         sys.stdout.write(render_block(args.results))
         return 0

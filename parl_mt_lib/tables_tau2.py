@@ -35,6 +35,47 @@ def _pass_k(tau: dict) -> str:
     return "; ".join(f"pass^{k} {_num(v)}{_ci(ci.get(k))}" for k, v in sorted(hat.items(), key=lambda kv: int(kv[0])))
 
 
+def _row(domain: str, label: str, m: dict) -> list[str]:
+    """One 05 run's row: domain, policy, successes / episodes, trials, pass^k, the do-nothing floor, the user."""
+    from .tables import _num
+
+    tau = m.get("tau2") or {}
+    cat = next(iter((m.get("categories") or {}).values()), {})
+    return [domain, label, f"{_num(cat.get('correct'))}/{_num(cat.get('total'))}", _num(tau.get("trials")),
+            _pass_k(tau), _num(tau.get("do_nothing_floor")),
+            f"{tau.get('user', '?')}" + (f" ({tau['note']})" if tau.get("note") else "")]
+
+
+def _pass_table(rows: list, out: list) -> list[str]:
+    from .tables import _table
+
+    if not rows:
+        return []
+    return ([""] if out and out[-1] != "" else []) + _table(
+        ["domain", "policy", "successes / episodes", "trials per task", "pass^k [95% Wilson over tasks]",
+         "do-nothing floor", "user"], rows) + [
+        "", "pass^k: all k of a task's trials succeed (tau2's estimator C(c, k) / C(n, k)), averaged over tasks. "
+        "Do-nothing floor: the share of these tasks an agent that does nothing passes. Verdicts by tau2's own "
+        "evaluator (DB + COMMUNICATE)."]
+
+
+def section_tau2_small(res) -> list[str]:
+    """``make reproduce-small``'s 05 runs (the untrained SmolLM2 on τ-bench), from a results root at
+    ``results/small`` (``res.label``); nothing where they are absent. Its 06 τ-bench rows are in its six-way table."""
+    rows, sources = [], []
+    for domain in DOMAINS:
+        rel = _rel(domain, "smollm2").removeprefix("small/")
+        if not (res.root / rel).exists():
+            continue
+        m = res.json(rel)
+        rows.append(_row(domain, RUNS["smollm2"], m))
+        sources.append(f"- {res.source(rel, m)}")
+    if not rows:
+        return []
+    out = ["#### τ-bench: the untrained model on the test split (notebook 05)"]
+    return out + _pass_table(rows, out) + [""] + sources + [""]
+
+
 def section_tau2(res) -> list[str]:
     """Notebook 05's τ-bench runs (pass^k per domain, the do-nothing floor, the user source) and notebook 06's
     τ-bench rows (task success per method)."""
@@ -51,20 +92,9 @@ def section_tau2(res) -> list[str]:
             if m is None:
                 out.append(res.not_run(rel))
                 continue
-            tau = m.get("tau2") or {}
-            cat = next(iter((m.get("categories") or {}).values()), {})
-            rows.append([domain, label, f"{_num(cat.get('correct'))}/{_num(cat.get('total'))}", _num(tau.get("trials")),
-                         _pass_k(tau), _num(tau.get("do_nothing_floor")),
-                         f"{tau.get('user', '?')}" + (f" ({tau['note']})" if tau.get("note") else "")])
+            rows.append(_row(domain, label, m))
             sources.append(f"- {provenance_line(rel, m)}")
-    if rows:
-        if out[-1] != "":
-            out.append("")
-        out += _table(["domain", "policy", "successes / episodes", "trials per task",
-                       "pass^k [95% Wilson over tasks]", "do-nothing floor", "user"], rows)
-        out += ["", "pass^k: all k of a task's trials succeed (tau2's estimator C(c, k) / C(n, k)), averaged over tasks. "
-                "Do-nothing floor: the share of these tasks an agent that does nothing passes. Verdicts by tau2's own "
-                "evaluator (DB + COMMUNICATE)."]
+    out += _pass_table(rows, out)
     c = res.json("06_compare/comparison.json")
     tau_rows = [r for r in (c or {}).get("table") or [] if isinstance(r, dict) and r.get("note")]
     if tau_rows:

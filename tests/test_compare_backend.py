@@ -44,42 +44,86 @@ def test_one_engine_start_serves_a_methods_benchmarks_and_verdicts_do_not_change
     methods = {"a": {"policy": str(toy_path), "context": "progress", "seeded": False},
                "b": {"policy": str(toy_path), "context": "full_history", "prompting": "cot", "seeded": False}}
     benches = {"syn": {"tasks": str(pag_dir), "limit": 2}, "bfcl": {"bfcl": "base", "limit": 1}}
-    pooled = compare_methods(methods, (0,), benches, tmp_path / "pooled", max_new_tokens=4, progress=False)
-    assert starts == [(str(toy_path), 4)] and closes == [str(toy_path)]  # 4 cells, one start, closed once
+    pooled = compare_methods(methods, (0,), benches, tmp_path / "pooled", max_new_tokens=12, progress=False)
+    assert starts == [(str(toy_path), 12)] and closes == [str(toy_path)]  # 4 cells, one start, closed once
     assert pool._pool is None
 
     monkeypatch.setattr(pool, "pooled", lambda: __import__("contextlib").nullcontext())
     starts.clear()
-    alone = compare_methods(methods, (0,), benches, tmp_path / "alone", max_new_tokens=4, progress=False)
+    alone = compare_methods(methods, (0,), benches, tmp_path / "alone", max_new_tokens=12, progress=False)
     assert len(starts) == 4
 
-    def verdicts(res):
-        return {(r["method"], r["benchmark"]): [json.loads(x)["valid"] for x in
+    def played(res):  # everything an episode row says the policy did, not only the verdict
+        keep = ("id", "valid", "turns", "completion_tokens", "prompt_tokens", "step_errors", "n_steps")
+        return {(r["method"], r["benchmark"]): [{k: json.loads(x).get(k) for k in keep} for x in
                                                 open(f"{r['results_dir']}/entries.jsonl")] for r in res["runs"]}
-    assert verdicts(pooled) == verdicts(alone)
+    assert played(pooled) == played(alone)
 
 
-def test_an_engine_whose_evaluation_failed_is_closed_not_pooled():
+def test_the_pool_closes_what_it_does_not_hand_out():
+    """Another key closes the pooled engine; an engine that died while pooled is replaced; leaving the pool (also
+    by an exception) closes the pooled one."""
     import pytest
 
     import parl_mt_lib.engine_pool as pool
 
     class Engine:
         def __init__(self):
-            self.closed = False
+            self.closed, self.dead = False, False
 
         def close(self):
             self.closed = True
 
+        def reset_prefix_cache(self):
+            if self.dead:
+                raise ConnectionError("engine gone")
+
     with pool.pooled():
-        e = pool.acquire("k", Engine)
-        pool.release("k", e, keep=False)
-        assert e.closed and pool.acquire("k", Engine) is not e
-        other = pool.acquire("other", Engine)
-        pool.release("other", other)
-    assert other.closed
+        a = pool.acquire("k", Engine)
+        pool.release("k", a)
+        b = pool.acquire("other", Engine)  # another key: the pooled engine is closed first
+        assert a.closed and b is not a
+        pool.release("other", b)
+        b.dead = True
+        c = pool.acquire("other", Engine)  # same key, but the pooled engine died: a new one
+        assert c is not b and b.closed
+        pool.release("other", c)
+    assert c.closed and pool._pool is None
     with pytest.raises(RuntimeError), pool.pooled():
-        e2 = pool.acquire("k", Engine)
-        pool.release("k", e2)
+        d = pool.acquire("k", Engine)
+        pool.release("k", d)
         raise RuntimeError("boom")
-    assert e2.closed and pool._pool is None
+    assert d.closed and pool._pool is None
+
+
+def test_an_engine_whose_evaluation_failed_is_closed_not_pooled(pag_dir, tmp_path, toy_path, monkeypatch):
+    """An evaluate() that raises inside the pool closes its engine; the next call starts a new one."""
+    import pytest
+
+    import parl_mt_lib.engine_pool as pool
+    from parl_mt_lib.compare import bench_entries
+
+    made = []
+    real = ev.make_eval_policy
+
+    def make(policy, backend, **kw):
+        pol = real(policy, backend, **kw)
+        pol.closed = False
+        pol.close = lambda: setattr(pol, "closed", True)
+        made.append(pol)
+        return pol
+
+    monkeypatch.setattr(ev, "make_eval_policy", make)
+    entries = bench_entries({"tasks": str(pag_dir), "limit": 1})
+    kw = dict(entries=entries, max_new_tokens=4, progress=False, tool_docs="minimal")
+    with pool.pooled():
+        monkeypatch.setattr("parl_mt_lib.rollout.run_episodes",
+                            lambda *a, **k: (_ for _ in ()).throw(RuntimeError("engine died")))
+        with pytest.raises(RuntimeError, match="engine died"):
+            ev.evaluate(str(toy_path), results_dir=tmp_path / "a", **kw)
+        assert made[0].closed and pool._pool == {}
+        monkeypatch.undo()
+        monkeypatch.setattr(ev, "make_eval_policy", make)
+        ev.evaluate(str(toy_path), results_dir=tmp_path / "b", **kw)
+        assert len(made) == 2 and not made[1].closed  # a new engine, pooled
+    assert made[1].closed

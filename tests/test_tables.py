@@ -264,9 +264,10 @@ def test_missing_inputs_are_listed_never_faked(results):
     assert "small/" not in body  # make reproduce-small's rows: absent, and not listed as "not run"
 
 
-def test_readme_is_not_rewritten_from_the_small_runs_alone(results, tmp_path):
-    """Only ``make reproduce-small`` ran: ``--write`` refuses in one line and README keeps its block (it would turn
-    every table of the committed runs into "not run"); with the main inputs there, the small rows join them."""
+def test_main_block_is_not_rewritten_from_small_tau2_runs_alone(results, tmp_path):
+    """Only the small model's 05 τ-bench runs are there (no 02-06 of ``make reproduce-small``): ``--write`` refuses
+    in one line and README keeps its block (it would turn every table of the committed runs into "not run"); with
+    the main inputs there, the small rows join the main τ-bench table."""
     small = tmp_path / "only_small"
     for rel in tables.OPTIONAL_INPUTS.values():
         (small / rel).parent.mkdir(parents=True)
@@ -274,7 +275,7 @@ def test_readme_is_not_rewritten_from_the_small_runs_alone(results, tmp_path):
     readme = _readme(tmp_path / "README.md", "old block\n")
     before = readme.read_text()
     assert tables.main(["--write", "--results", str(small), "--readme", str(readme)]) == 0  # one line, a no-op
-    with pytest.raises(ConfigError, match="holds none of the main tables' inputs"):
+    with pytest.raises(ConfigError, match="holds the inputs of neither"):
         tables.write_readme(readme, small)
     assert readme.read_text() == before
     assert tables.write_readme(readme, results) and "untrained SmolLM2-135M-Instruct" in readme.read_text()
@@ -321,7 +322,7 @@ def test_real_readme_has_one_generated_block():
 
 def test_real_readme_block_matches_real_results():
     present = [r for r in tables.INPUTS.values() if (REPO_ROOT / "results" / r).exists()]
-    if not present:
+    if not present and not tables.has_small(REPO_ROOT / "results"):
         pytest.skip("results/ holds none of the tables' inputs (nothing was run here, e.g. CI or a fresh clone): "
                     "README's generated block can only be checked after `make reproduce`")
     diffs = tables.check_readme(REPO_ROOT / "README.md", REPO_ROOT / "results")
@@ -382,6 +383,9 @@ def test_small_model_block_from_results_small_alone(results, tmp_path, capsys):
     only_small = tmp_path / "only_small"
     for rel in ("02_sft", "03_pag_rl", "04_mt_grpo", "06_compare"):
         shutil.copytree(results / rel, only_small / "small" / rel)
+    for rel in tables.OPTIONAL_INPUTS.values():  # the untrained model's τ-bench runs (05)
+        (only_small / rel).parent.mkdir(parents=True)
+        shutil.copy(results / rel, only_small / rel)
     readme = tmp_path / "README.md"
     readme.write_text(f"# t\n\n{tables.BEGIN}\nmain block kept\n{tables.END}\n\n{tables.BEGIN_SMALL}\n"
                       f"{tables.END_SMALL}\nafter\n")
@@ -393,11 +397,22 @@ def test_small_model_block_from_results_small_alone(results, tmp_path, capsys):
     assert "#### SmolLM2 · Six-way comparison" in small and "PARL-MT − SFT-PAG" in small
     assert "from `results/small/06_compare/comparison.json`" in small and "from `results/06_compare" not in small
     assert "wall-clock not recorded" in small
+    assert "#### SmolLM2 · τ-bench: the untrained model" in small and "untrained SmolLM2-135M-Instruct" in small
+    assert "from `results/small/05_tau2_retail_smollm2/metrics.json`" in small
     atomic_write_json(only_small / "small" / tables.SMALL_RUN, {"provenance": {**PROV, "wall_clock_s": 5130.0}})
     assert tables.check_readme(readme, only_small)  # stale now: run.json appeared
     assert tables.write_readme(readme, only_small)
-    assert "`make reproduce-small` took 85.5 min of wall-clock" in readme.read_text()
+    assert "`make reproduce-small` took 85.5 min of wall-clock (a clean run" in readme.read_text()
     assert tables.check_readme(readme, only_small) == []
+    # a rerun that reused finished cells says so: its wall-clock is not a clean run's
+    m = json.loads((only_small / "small/06_compare/comparison.json").read_text())
+    (only_small / "small/06_compare/comparison.json").write_text(json.dumps({**m, "reused_cells": ["base/syn/seed0"]}))
+    assert tables.write_readme(readme, only_small)
+    assert "which reused finished work in 06_compare: not the time of a clean run" in readme.read_text()
+    # a README without the small block: one line, nothing written
+    bare = _readme(tmp_path / "BARE.md", "old\n")
+    assert tables.main(["--write", "--results", str(only_small), "--readme", str(bare)]) == 2
+    assert "old" in bare.read_text() and "SmolLM2" not in bare.read_text()
     # where it did not run, the small block is neither written nor checked
     assert not tables.has_small(results) and tables.check_readme(readme, results) != []
 

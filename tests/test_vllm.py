@@ -95,25 +95,30 @@ def test_notebook_05_with_rollout_backend_vllm_scores_as_hf(tmp_path):
     starts an engine on the directory through the backend registry and closes it at the end. Greedy, BFCL entries
     with their full tool docs, two episodes in flight (a finished one's slot refilled): the same calls, turns and
     official verdicts per entry as ``rollout_backend="hf"``; each run records its engine, and the fingerprint
-    keeps the two directories apart."""
+    keeps the two directories apart. Inside ``engine_pool.pooled()`` (06) a second vLLM evaluation reuses the
+    first one's engine, its prefix cache reset, and answers exactly as the fresh engine did."""
+    from parl_mt_lib import engine_pool
     from parl_mt_lib.evaluate import evaluate
     from parl_mt_lib.runtime import ConfigError, read_fingerprint
 
     path = str(vllm_toy_path())
     kw = dict(limit=2, max_new_tokens=16, batch_size=2, progress=False)
-    rows = {}
-    for backend in ("vllm", "hf"):
-        out = tmp_path / backend
-        m = evaluate(path, ["base", "miss_param"], results_dir=out, rollout_backend=backend, **kw)
-        assert m["config"]["rollout_backend"] == backend
-        rows[backend] = {r["id"]: r for r in map(json.loads, (out / "entries.jsonl").read_text().splitlines())}
+    rows, engines = {}, []
+    with engine_pool.pooled():
+        for name, backend in (("vllm", "vllm"), ("vllm_pooled", "vllm"), ("hf", "hf")):
+            out = tmp_path / name
+            m = evaluate(path, ["base", "miss_param"], results_dir=out, rollout_backend=backend, **kw)
+            assert m["config"]["rollout_backend"] == backend
+            rows[name] = {r["id"]: r for r in map(json.loads, (out / "entries.jsonl").read_text().splitlines())}
+            engines.append(engine_pool._pool["engine"])
+    assert engines[0] is engines[1] and engines[2] is not engines[0]  # one vLLM start served both vLLM runs
     assert read_fingerprint(tmp_path / "vllm")["config"]["rollout_backend"] == "vllm"
     with pytest.raises(ConfigError, match="rollout_backend"):  # an HF directory is not resumed by vLLM
         evaluate(path, ["base", "miss_param"], results_dir=tmp_path / "hf", rollout_backend="vllm", **kw)
-    assert rows["vllm"].keys() == rows["hf"].keys() and len(rows["hf"]) == 4
+    assert rows["vllm"].keys() == rows["vllm_pooled"].keys() == rows["hf"].keys() and len(rows["hf"]) == 4
     for i in rows["hf"]:
         for k in ("valid", "error_type", "turns", "turn_end", "n_steps", "prompt_tokens", "completion_tokens"):
-            assert rows["vllm"][i][k] == rows["hf"][i][k], (i, k)
+            assert rows["vllm"][i][k] == rows["hf"][i][k] == rows["vllm_pooled"][i][k], (i, k)
 
 
 def test_full_weights_reach_the_running_engine(engine, vtoy):
