@@ -113,8 +113,10 @@ reproduce: install
 # signatures in the prompt, LoRA SFT (plain, PAG) under bf16 autocast, PAG-RL and MT-GRPO with vLLM rollouts, the
 # six-way table (held-out synthetic tasks, a BFCL sample, τ-bench) with paired differences, and the cost table; one
 # training seed (2-core budget). Every notebook also runs alone with these -p values. Results: results/small/, and
-# results/small/run.json (the whole target's wall-clock). 02 plays only a few held-out tasks (HF generate; a sanity
-# check that training took): 06 is the evaluation (vLLM, one engine start per method: engine_pool). The last step
+# results/small/run.json (the whole target's wall-clock). 02 trains its two cells one at a time (side by side, two
+# SmolLM2 LoRA cells without activation checkpointing need >24 GB: one was OOM-killed at 12.7 GB) and plays only 3
+# held-out tasks (HF generate; a check that training took): 06 is the evaluation (vLLM, one engine start per
+# method: engine_pool). The last step
 # writes README's small-model block (and the main one only where `make reproduce` ran here too).
 SMALL := results/small
 SMALL_CURRICULUM := -p results_dir $(SMALL)/01_pag -p n_tasks 300 -y "classes: [GorillaFileSystem, TicketAPI]" \
@@ -124,9 +126,10 @@ SMALL_SEEDS := -y "seeds: [0]"
 # τ-bench rows: the untrained model (scripted user) on 5 test tasks x 3 trials per domain, pass^1..3
 TAU_SMALL := -p policy smollm2 -p limit 5 -p trials 3 -p rollout_backend vllm -p tool_docs signatures \
 	-p temperature 0.7 -p max_new_tokens 128
-# 06: every held-out synthetic task (30), 1 BFCL entry per category, 2 τ-bench test tasks per domain; one generation
-# budget for all (one engine per method and seed)
-COMPARE_SMALL := -p synthetic_limit 30 -p bfcl_limit 1 -p tau2_limit 2 -p tool_docs signatures -p max_new_tokens 128 \
+# 06: every held-out synthetic task (30), 1 BFCL entry per category, 1 τ-bench test task per domain; one generation
+# budget for all (one engine per method and seed). Measured per cell (2026-12-05, vLLM serving the LoRA adapters):
+# 4 BFCL entries 50-115 s, 1 τ-bench task 25-46 s, engine start ~25 s.
+COMPARE_SMALL := -p synthetic_limit 30 -p bfcl_limit 1 -p tau2_limit 1 -p tool_docs signatures -p max_new_tokens 128 \
 	-p tau2_max_new_tokens 128 -p rollout_backend vllm
 
 reproduce-small: install
@@ -139,7 +142,7 @@ reproduce-small: install
 	$(PM) notebooks/05_evaluate.ipynb $(SMALL)/executed/05_evaluate_tau2_retail_smollm2.ipynb -p benchmark tau2_retail \
 		$(TAU_SMALL) -p results_dir $(SMALL)/05_tau2_retail_smollm2
 	$(PM) notebooks/02_sft.ipynb $(SMALL)/executed/02_sft.ipynb -p recipe recipes/smollm2-135m/sft.yaml $(SMALL_SEEDS) \
-		-p eval_limit 10 -p task_limit 5 -p results_dir $(SMALL)/02_sft
+		-p eval_limit 6 -p task_limit 3 -p workers 1 -p results_dir $(SMALL)/02_sft
 	$(PM) notebooks/03_pag_rl.ipynb $(SMALL)/executed/03_pag_rl.ipynb -p recipe recipes/smollm2-135m/pag_rl.yaml \
 		$(SMALL_SEEDS) -p assert_reward_rise False -p results_dir $(SMALL)/03_pag_rl
 	$(PM) notebooks/04_mt_grpo.ipynb $(SMALL)/executed/04_mt_grpo.ipynb -p recipe recipes/smollm2-135m/mt_grpo.yaml \
