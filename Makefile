@@ -128,7 +128,7 @@ TAU_SMALL := -p policy smollm2 -p limit 5 -p trials 3 -p rollout_backend vllm -p
 	-p temperature 0.7 -p max_new_tokens 128
 # 06: every held-out synthetic task (30), 1 BFCL entry per category, 1 τ-bench test task per domain; one generation
 # budget for all (one engine per method and seed). Measured per cell (2026-12-05, vLLM serving the LoRA adapters):
-# 4 BFCL entries 50-115 s, 1 τ-bench task 25-46 s, engine start ~25 s.
+# 4 BFCL entries 53-114 s, 1 τ-bench task 25-46 s, engine start ~25 s.
 COMPARE_SMALL := -p synthetic_limit 30 -p bfcl_limit 1 -p tau2_limit 1 -p tool_docs signatures -p max_new_tokens 128 \
 	-p tau2_max_new_tokens 128 -p rollout_backend vllm
 
@@ -136,6 +136,7 @@ reproduce-small: install
 	@mkdir -p $(SMALL)/executed
 	@rm -f $(SMALL)/run.json
 	@date +%s > $(SMALL)/executed/started
+	@if ls -d $(SMALL)/0* >/dev/null 2>&1; then echo True; else echo False; fi > $(SMALL)/executed/resumed
 	$(PM) notebooks/01_pag_synthesis.ipynb $(SMALL)/executed/01_pag_synthesis.ipynb $(SMALL_CURRICULUM)
 	$(PM) notebooks/05_evaluate.ipynb $(SMALL)/executed/05_evaluate_tau2_airline_smollm2.ipynb -p benchmark tau2_airline \
 		$(TAU_SMALL) -p results_dir $(SMALL)/05_tau2_airline_smollm2
@@ -150,7 +151,8 @@ reproduce-small: install
 	$(PM) notebooks/06_compare.ipynb $(SMALL)/executed/06_compare.ipynb $(SMALL_SEEDS) -p base smollm2 \
 		-p sft_dir $(SMALL)/02_sft -p pag_rl_dir $(SMALL)/03_pag_rl -p mt_grpo_dir $(SMALL)/04_mt_grpo \
 		-p synthetic_tasks $(SMALL)/01_pag $(COMPARE_SMALL) -p results_dir $(SMALL)/06_compare
-	$(PY) -c 'from parl_mt_lib.runtime import stamp_run as s; s("$(SMALL)", open("$(SMALL)/executed/started").read())'
+	$(PY) -c 'from parl_mt_lib.runtime import stamp_run as s; d = "$(SMALL)/executed/"; \
+		s("$(SMALL)", open(d + "started").read(), resumed=open(d + "resumed").read().strip() == "True")'
 	$(PY) -m parl_mt_lib.tables --write
 	@echo "done: see $(SMALL)/ and README's generated tables"
 

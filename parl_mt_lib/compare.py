@@ -225,6 +225,9 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     return result
 
 
+# below this many shared tasks a bootstrap interval is no evidence (one task: [d, d]): the difference is reported
+# without one, never as excluding 0
+MIN_PAIRED_TASKS = 5
 # the claims the comparison is read for: (a, b, what it measures) reports a - b per task (06 and README's tables)
 PAIRS = (("parl_mt", "sft_pag", "what PAG-RL adds to SFT-PAG"),
          ("mt_grpo", "sft_plain", "what MT-GRPO adds to SFT-plain"),
@@ -249,10 +252,10 @@ def task_verdicts(results_dir) -> dict:
 
 def paired_differences(result: dict, pairs=PAIRS, n_boot: int = 10_000) -> list[dict]:
     """Per benchmark and pair ``(a, b[, what it measures])`` of :func:`compare_methods`' result: the mean paired
-    difference ``a - b``
-    over the tasks both were scored on, each task's verdict averaged over the training seeds evaluated there, with
-    a 95% percentile-bootstrap interval over tasks (:func:`parl_mt_lib.stats.paired_bootstrap`, seed 0). A pair
-    missing on a benchmark is skipped. Pure apart from reading the runs' ``entries.jsonl``."""
+    difference ``a - b`` over the tasks both were scored on, each task's verdict averaged over the training seeds
+    evaluated there, with a 95% percentile-bootstrap interval over tasks (:func:`parl_mt_lib.stats.paired_bootstrap`,
+    seed 0) -- ``None`` below :data:`MIN_PAIRED_TASKS` tasks. A pair missing on a benchmark is skipped. Pure apart
+    from reading the runs' ``entries.jsonl``."""
     from .stats import paired_bootstrap
 
     per: dict = {}
@@ -266,8 +269,10 @@ def paired_differences(result: dict, pairs=PAIRS, n_boot: int = 10_000) -> list[
         for a, ref, *why in pairs:
             if (a, b) in mean and (ref, b) in mean:
                 d = paired_bootstrap(mean[a, b], mean[ref, b], n_boot=n_boot, seed=0)
+                if d["n"] < MIN_PAIRED_TASKS:
+                    d["ci95"] = None
                 out.append({"a": a, "b": ref, "measures": why[0] if why else None, "benchmark": b, **d,
-                            "excludes_0": d["ci95"][0] > 0 or d["ci95"][1] < 0})
+                            "excludes_0": d["ci95"] is not None and (d["ci95"][0] > 0 or d["ci95"][1] < 0)})
     return out
 
 

@@ -41,6 +41,7 @@ import json
 import sys
 from pathlib import Path
 
+from .compare import MIN_PAIRED_TASKS
 from .compare import PAIRS as _COMPARE_PAIRS
 from .runtime import REPO_ROOT, ConfigError, read_jsonl
 from .stats import paired_bootstrap, t_interval
@@ -491,9 +492,10 @@ def _paired(res: _Results, c: dict, methods: list, benches: list, notes: dict | 
                 continue
             r = paired_bootstrap(by_task[a], by_task[bb], n_boot=N_BOOT, seed=0)
             note = (notes or {}).get(b)
+            ci = _ci(r["ci95"]) if r["n"] >= MIN_PAIRED_TASKS else \
+                f" (fewer than {MIN_PAIRED_TASKS} tasks: no interval)"
             rows.append([f"{METHODS.get(a, a)} − {METHODS.get(bb, bb)}", why, f"{b} ({note})" if note else b,
-                         str(r["n"]),
-                         f"{r['diff']:+.2f}{_ci(r['ci95'])}"])
+                         str(r["n"]), f"{r['diff']:+.2f}{ci}"])
     out = ["Paired differences on the same tasks (per-task success averaged over training seeds; 95% percentile "
            f"bootstrap over tasks, {N_BOOT} resamples, seed 0; seed-to-seed spread is in the t-intervals above):", ""]
     if rows:
@@ -601,8 +603,14 @@ def section_small(results_dir) -> list[str]:
     else:
         wall = (run.get("provenance") or {}).get("wall_clock_s")
         reused = _reused(res)
-        what = (f"its last invocation, which reused finished work in {', '.join(reused)}: not the time of a clean "
-                "run" if reused else "a clean run, every stage included")
+        if run.get("resumed") or reused:
+            what = ("its last invocation, which " + (f"reused finished work in {', '.join(reused)}" if reused else
+                                                     "found earlier outputs in `results/small/` to resume from")
+                    + ": not the time of a clean run")
+        elif run.get("resumed") is False:
+            what = "a clean run from an empty `results/small/`, every stage included"
+        else:  # run.json written before the target recorded whether it resumed
+            what = "every stage included; no stage reports reused work"
         out += [f"`make reproduce-small` took {_num(wall / 60 if isinstance(wall, (int, float)) else None, 1)} min "
                 f"of wall-clock ({what}; {res.source(SMALL_RUN, run)}).", ""]
     for part in parts:

@@ -191,3 +191,12 @@ def test_paired_differences_average_each_task_over_seeds(tmp_path):
     res = _runs(tmp_path, {("a", "syn", 0): [1, 0, 0], ("a", "syn", 1): [1, 1, 0], ("b", "syn", 0): [0, 0, 0]})
     (d,) = paired_differences(res, pairs=(("a", "b"),), n_boot=500)
     assert d["diff"] == pytest.approx(0.5)
+
+
+def test_paired_differences_give_no_interval_below_five_tasks(tmp_path):
+    """One τ-bench task per method gives a bootstrap 'interval' [d, d]: reported without one, never as excluding 0."""
+    from parl_mt_lib.compare import MIN_PAIRED_TASKS, paired_differences
+
+    res = _runs(tmp_path, {("a", "tau", 0): [1] * (MIN_PAIRED_TASKS - 1), ("b", "tau", 0): [0] * (MIN_PAIRED_TASKS - 1)})
+    (d,) = paired_differences(res, pairs=(("a", "b"),), n_boot=200)
+    assert d["diff"] == 1.0 and d["ci95"] is None and d["excludes_0"] is False

@@ -399,11 +399,19 @@ def test_small_model_block_from_results_small_alone(results, tmp_path, capsys):
     assert "wall-clock not recorded" in small
     assert "#### SmolLM2 · τ-bench: the untrained model" in small and "untrained SmolLM2-135M-Instruct" in small
     assert "from `results/small/05_tau2_retail_smollm2/metrics.json`" in small
-    atomic_write_json(only_small / "small" / tables.SMALL_RUN, {"provenance": {**PROV, "wall_clock_s": 5130.0}})
+    run = {"provenance": {**PROV, "wall_clock_s": 5130.0}}
+    atomic_write_json(only_small / "small" / tables.SMALL_RUN, run)  # written before the target recorded resumes
     assert tables.check_readme(readme, only_small)  # stale now: run.json appeared
     assert tables.write_readme(readme, only_small)
-    assert "`make reproduce-small` took 85.5 min of wall-clock (a clean run" in readme.read_text()
+    assert "took 85.5 min of wall-clock (every stage included; no stage reports reused work" in readme.read_text()
+    atomic_write_json(only_small / "small" / tables.SMALL_RUN, {**run, "resumed": False})
+    assert tables.write_readme(readme, only_small)
+    assert "took 85.5 min of wall-clock (a clean run from an empty `results/small/`" in readme.read_text()
     assert tables.check_readme(readme, only_small) == []
+    atomic_write_json(only_small / "small" / tables.SMALL_RUN, {**run, "resumed": True})  # e.g. after an OOM kill
+    assert tables.write_readme(readme, only_small)
+    assert "found earlier outputs in `results/small/` to resume from: not the time of a clean run" in readme.read_text()
+    atomic_write_json(only_small / "small" / tables.SMALL_RUN, {**run, "resumed": False})
     # a rerun that reused finished cells says so: its wall-clock is not a clean run's
     m = json.loads((only_small / "small/06_compare/comparison.json").read_text())
     (only_small / "small/06_compare/comparison.json").write_text(json.dumps({**m, "reused_cells": ["base/syn/seed0"]}))
