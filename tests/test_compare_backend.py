@@ -127,3 +127,27 @@ def test_an_engine_whose_evaluation_failed_is_closed_not_pooled(pag_dir, tmp_pat
         ev.evaluate(str(toy_path), results_dir=tmp_path / "b", **kw)
         assert len(made) == 2 and not made[1].closed  # a new engine, pooled
     assert made[1].closed
+
+
+def test_a_checkpoint_changed_on_disk_gets_a_new_engine(pag_dir, tmp_path, toy_path, monkeypatch):
+    """The pool key holds the checkpoint's content fingerprint, not only its path: the same directory retrained
+    between two evaluations is served by a new engine."""
+    import shutil
+
+    import parl_mt_lib.engine_pool as pool
+    from parl_mt_lib.compare import bench_entries
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(toy_path, ckpt)
+    starts = []
+    real = ev.make_eval_policy
+    monkeypatch.setattr(ev, "make_eval_policy", lambda *a, **k: starts.append(1) or real(*a, **k))
+    kw = dict(entries=bench_entries({"tasks": str(pag_dir), "limit": 1}), max_new_tokens=4, progress=False,
+              tool_docs="minimal")
+    with pool.pooled():
+        ev.evaluate(str(ckpt), results_dir=tmp_path / "a", **kw)
+        ev.evaluate(str(ckpt), results_dir=tmp_path / "b", **kw)
+        assert len(starts) == 1  # same contents: reused
+        (ckpt / "generation_config.json").write_text((ckpt / "generation_config.json").read_text() + "\n")
+        ev.evaluate(str(ckpt), results_dir=tmp_path / "c", **kw)
+    assert len(starts) == 2
