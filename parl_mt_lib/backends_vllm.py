@@ -314,46 +314,50 @@ class VLLMBackend:
         self.server, self.syncs, self.sync_s, self._adapter_dir = None, 0, 0.0, None
         self.workdir = Path(tempfile.mkdtemp(prefix="vllm-", dir=cache_dir()))
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
-        peft = model is not None and hasattr(model, "peft_config")
-        if adapter is not None and lora_sync == "merged":  # an adapter directory served as base + its delta
-            model_path, adapter, peft = merge_adapter_dir(model_path, tokenizer, self.workdir / "base"), None, True
-        self.merged = peft and lora_sync == "merged"  # a PEFT model (or adapter directory) served as merged weights
-        self.lora = (peft and not self.merged) or adapter is not None
-        if base_url is not None:
-            self.url, self.model_name = base_url.rstrip("/").removesuffix("/v1"), served_model
-            self.max_model_len = max_model_len or 10**9
-        else:
-            if model is not None:
-                model_path = self.workdir / "base"
-                _save_base(model, tokenizer, model_path, merged=self.merged)
-                dtype = dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
-            served = adapter["base"] if adapter else model_path
-            config = json.loads((Path(served) / "config.json").read_text())
-            self.max_model_len = max_model_len or config.get("max_position_embeddings") or 4096
-            rank = adapter["rank"] if adapter else _lora_rank(model) if self.lora else None
-            import torch
+        try:  # a failed start (merge, server, first adapter) leaves no engine and no merged copy behind
+            peft = model is not None and hasattr(model, "peft_config")
+            if adapter is not None and lora_sync == "merged":  # an adapter directory served as base + its delta
+                model_path, adapter, peft = merge_adapter_dir(model_path, tokenizer, self.workdir / "base"), None, True
+            self.merged = peft and lora_sync == "merged"  # a PEFT model (or adapter directory) served as merged weights
+            self.lora = (peft and not self.merged) or adapter is not None
+            if base_url is not None:
+                self.url, self.model_name = base_url.rstrip("/").removesuffix("/v1"), served_model
+                self.max_model_len = max_model_len or 10**9
+            else:
+                if model is not None:
+                    model_path = self.workdir / "base"
+                    _save_base(model, tokenizer, model_path, merged=self.merged)
+                    dtype = dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
+                served = adapter["base"] if adapter else model_path
+                config = json.loads((Path(served) / "config.json").read_text())
+                self.max_model_len = max_model_len or config.get("max_position_embeddings") or 4096
+                rank = adapter["rank"] if adapter else _lora_rank(model) if self.lora else None
+                import torch
 
-            gpu = torch.cuda.is_available()
-            if gpu and gpu_memory_utilization is None:  # one GPU shared with the trainer (recipes/README.md)
-                gpu_memory_utilization = float(os.environ.get("PARL_MT_VLLM_GPU_MEMORY", "0.45"))
-            # a directory runs in the dtype HF's load_model gives it (vLLM's "auto" runs an fp32 checkpoint in
-            # half precision: sampler-vs-trainer gap ~0.03 nats mean on SmolLM2, ~6e-6 in fp32; LOG 2026-11-25)
-            dtype = dtype or default_dtype()
-            self.server = VLLMServer(served, served_name=served_model, dtype=dtype,
-                                     max_model_len=self.max_model_len, lora_rank=rank, kv_cache_gib=kv_cache_gib,
-                                     gpu_memory_utilization=gpu_memory_utilization, seed=seed,
-                                     tensor_parallel_size=tensor_parallel_size, enable_sleep_mode=enable_sleep_mode,
-                                     threads=threads, enforce_eager=not gpu, chunked_prefill=gpu,
-                                     single_process_worker=not gpu and tensor_parallel_size == 1,
-                                     extra_args=server_args)
-            self.url, self.model_name = self.server.url, served_model
-            self.startup_s = self.server.startup_s
-        self.reseed(seed)
-        if adapter is not None:
-            self.load_weights(adapter_dir=model_path)  # the user's directory: loaded, never deleted
-        elif self.lora:
-            self.load_weights(model=model)  # the adapter as it is now (fresh LoRA: B = 0, the base's outputs)
-        self.lora_sync = "merged" if self.merged else "adapter" if self.lora else None  # how weights reach it
+                gpu = torch.cuda.is_available()
+                if gpu and gpu_memory_utilization is None:  # one GPU shared with the trainer (recipes/README.md)
+                    gpu_memory_utilization = float(os.environ.get("PARL_MT_VLLM_GPU_MEMORY", "0.45"))
+                # a directory runs in the dtype HF's load_model gives it (vLLM's "auto" runs an fp32 checkpoint in
+                # half precision: sampler-vs-trainer gap ~0.03 nats mean on SmolLM2, ~6e-6 in fp32; LOG 2026-11-25)
+                dtype = dtype or default_dtype()
+                self.server = VLLMServer(served, served_name=served_model, dtype=dtype,
+                                         max_model_len=self.max_model_len, lora_rank=rank, kv_cache_gib=kv_cache_gib,
+                                         gpu_memory_utilization=gpu_memory_utilization, seed=seed,
+                                         tensor_parallel_size=tensor_parallel_size, enable_sleep_mode=enable_sleep_mode,
+                                         threads=threads, enforce_eager=not gpu, chunked_prefill=gpu,
+                                         single_process_worker=not gpu and tensor_parallel_size == 1,
+                                         extra_args=server_args)
+                self.url, self.model_name = self.server.url, served_model
+                self.startup_s = self.server.startup_s
+            self.reseed(seed)
+            if adapter is not None:
+                self.load_weights(adapter_dir=model_path)  # the user's directory: loaded, never deleted
+            elif self.lora:
+                self.load_weights(model=model)  # the adapter as it is now (fresh LoRA: B = 0, the base's outputs)
+            self.lora_sync = "merged" if self.merged else "adapter" if self.lora else None  # how weights reach it
+        except BaseException:
+            self.close()
+            raise
 
     # -------------------------------------------------------------- contract
 
@@ -522,7 +526,7 @@ def merge_adapter_dir(adapter_dir, tokenizer, out: Path) -> Path:
     ~1/2.6 of the tokens/s of the same weights merged (LOG 2026-12-03), and an evaluation loads its weights once."""
     from .models import load_model
 
-    model, _ = load_model(str(adapter_dir))
+    model, _ = load_model(str(adapter_dir), device="cpu")  # on a GPU the engine gets the memory, not a copy
     _save_base(model, tokenizer, out, merged=True)
     del model
     return out

@@ -148,6 +148,10 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
     from .runtime import artifact_card, fingerprint, input_fingerprint
     from .stats import seed_interval, wilson
 
+    from .backends_vllm import LORA_SYNCS
+
+    if lora_sync not in LORA_SYNCS:
+        raise ConfigError(f"lora_sync must be one of {', '.join(LORA_SYNCS)}, got {lora_sync!r}")
     t0 = time.time()
     benchmarks = benchmarks or {"synthetic": {"tasks": "results/01_pag_toy", "limit": 40},
                                 "bfcl": {"bfcl": "all", "limit": 5}}

@@ -241,8 +241,8 @@ def _check_config(out: Path, config: dict, entries, policy_fp: str, replace: boo
         keys["rollout_backend"] = config["rollout_backend"]
         if config.get("engine"):
             keys["engine"] = config["engine"]
-        if config.get("lora_sync"):  # an adapter directory: merged weights or LoRA requests (rounding differs)
-            keys["lora_sync"] = config["lora_sync"]
+        if config.get("lora_sync") == "merged":  # an adapter directory served merged (rounding differs from LoRA
+            keys["lora_sync"] = "merged"        # requests; those keep the fingerprint they had before the choice)
     if (config.get("temperature") or 0) > 0:
         keys["batch_size"], keys["schedule"] = config.get("batch_size"), config.get("schedule")
     card = artifact_card(keys,
@@ -343,6 +343,10 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     out = Path(results_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"results_dir {out} is a file; pass a directory")
+    from .backends_vllm import LORA_SYNCS, adapter_of
+
+    if lora_sync not in LORA_SYNCS:
+        raise ConfigError(f"lora_sync must be one of {', '.join(LORA_SYNCS)}, got {lora_sync!r}")
     ctx = make_context(context, style=style, prompting=prompting, tool_docs=tool_docs)
     if entries is None:
         entries = load_entries(cats, limit=limit)
@@ -368,10 +372,6 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
         from .vllm_engine import engine_tag
 
         config["engine"] = engine_tag()
-        from .backends_vllm import LORA_SYNCS, adapter_of
-
-        if lora_sync not in LORA_SYNCS:
-            raise ConfigError(f"lora_sync must be one of {', '.join(LORA_SYNCS)}, got {lora_sync!r}")
         if adapter_of(str(resolve_model_path(policy))):  # how the adapter reaches the engine: merged or LoRA
             config["lora_sync"] = lora_sync
     if policy_obj is None:
@@ -447,7 +447,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     ap.add_argument("--rollout-backend", default="hf", help="hf | vllm: the engine that plays a model policy")
-    ap.add_argument("--lora-sync", default="merged", help="merged | adapter: how vllm serves a PEFT adapter directory")
+    ap.add_argument("--lora-sync", default="merged", choices=("merged", "adapter"),
+                    help="how vllm serves a PEFT adapter directory: merged into one plain model, or LoRA requests")
     ap.add_argument("--results-dir", required=True)
     a = ap.parse_args(argv)
     try:

@@ -25,6 +25,10 @@ def test_missing_checkpoint_is_named_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="method 'sft_plain', seed 0"):
         compare_methods(methods, (0,), {"bfcl": {"bfcl": "base", "limit": 1}}, tmp_path / "cmp", progress=False)
     assert not (tmp_path / "cmp").exists()
+    with pytest.raises(ConfigError, match="lora_sync must be one of"):  # before any cell is fingerprinted
+        compare_methods({"oracle": {"policy": "oracle", "context": "full_history", "seeded": False}}, (0,),
+                        {"bfcl": {"bfcl": "base", "limit": 1}}, tmp_path / "cmp", progress=False, lora_sync="merge")
+    assert not (tmp_path / "cmp").exists()
 
 
 def test_cost_table_needs_both_runs(tmp_path):

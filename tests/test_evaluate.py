@@ -52,6 +52,9 @@ def test_bad_input_is_one_clear_error(tmp_path):
         evaluate("oracle", ["base"], limit=0, results_dir=tmp_path / "w", progress=False)
     with pytest.raises(ConfigError, match="prompting"):
         evaluate("oracle", ["base"], prompting="magic", results_dir=tmp_path / "v", progress=False)
+    with pytest.raises(ConfigError, match="lora_sync must be one of adapter, merged"):  # whatever the backend
+        evaluate("oracle", ["base"], lora_sync="merge", results_dir=tmp_path / "u", progress=False)
+    assert not (tmp_path / "u").exists()
 
 
 def test_corrupt_model_dir(tmp_path):

@@ -8,7 +8,9 @@ reshaped for vLLM's CPU attention (:data:`parl_mt_lib.backends_vllm.VLLM_TOY`, h
   LoRA (a new adapter per sync) -- after a real change the gap stays ~0, while the stale engine's would not;
 * two PAG-RL iterations with ``rollout_backend: vllm`` and the same two with ``hf``, both logging the gap.
 
-Each engine start costs ~20-45 s on 2 cores (``enforce_eager``); the module starts four.
+* a saved LoRA adapter directory evaluated merged into one plain model (``lora_sync="merged"``), as HF plays it.
+
+Each engine start costs ~20-45 s on 2 cores (``enforce_eager``); the module starts five.
 """
 import json
 
@@ -224,9 +226,14 @@ def test_an_adapter_directory_is_evaluated_merged_and_scores_as_hf(tmp_path):
         evaluate(str(adapter), ["base", "miss_param"], results_dir=tmp_path / "vllm", rollout_backend="vllm",
                  lora_sync="adapter", **kw)
     assert rows["vllm"].keys() == rows["hf"].keys() and len(rows["hf"]) == 4
+    keys = ("valid", "error_type", "turns", "turn_end", "n_steps", "prompt_tokens", "completion_tokens")
     for i in rows["hf"]:
-        for k in ("valid", "error_type", "turns", "turn_end", "n_steps", "prompt_tokens", "completion_tokens"):
+        for k in keys:
             assert rows["vllm"][i][k] == rows["hf"][i][k], (i, k)
+    # control: the adapter's delta decides what is played (the base alone plays other turns)
+    evaluate(str(vllm_toy_path()), ["base", "miss_param"], results_dir=tmp_path / "base", **kw)
+    base = {r["id"]: r for r in map(json.loads, (tmp_path / "base" / "entries.jsonl").read_text().splitlines())}
+    assert any(base[i][k] != rows["hf"][i][k] for i in base for k in keys), "the adapter changed nothing played"
 
 
 @pytest.fixture(scope="module")
