@@ -1,6 +1,7 @@
 """What the vLLM engine *is* and how its process lives, apart from serving (:mod:`parl_mt_lib.backends_vllm`):
 the dtype a directory is served in, the engine's version (both part of an evaluation's card), the server's
-parent-death signal, and what a PEFT adapter directory serves (its base + the adapter as a LoRA).
+parent-death signal, and what a PEFT adapter directory serves (its base + the adapter as a LoRA; with
+``lora_sync="merged"`` the backend merges it instead: :func:`parl_mt_lib.backends_vllm.merge_adapter_dir`).
 
 Example::
 

@@ -1,5 +1,6 @@
 """The vLLM engine's life cycle without vLLM: the server dies with the process that started it (a killed notebook
-leaves no engine holding the CPU or GPU), and a LoRA adapter directory is served as its base + a LoRA request."""
+leaves no engine holding the CPU or GPU), and a LoRA adapter directory with ``lora_sync="adapter"`` (the backend's
+default; evaluation's is ``merged``, tests/test_vllm.py) is served as its base + a LoRA request."""
 import json
 import os
 import signal
@@ -58,8 +59,8 @@ class _FakeServer:
 
 def test_lora_adapter_directory_serves_its_base_with_the_adapter(tmp_path, toy_path, monkeypatch):
     """Defect (issue 12 review): ``evaluate(<adapter dir>, rollout_backend="vllm")`` read the adapter directory's
-    config.json (it has adapter_config.json) and crashed with FileNotFoundError. The base is served with LoRA on
-    and the adapter loaded as a LoRA request, as for a PEFT model object."""
+    config.json (it has adapter_config.json) and crashed with FileNotFoundError. With ``lora_sync="adapter"`` the
+    base is served with LoRA on and the adapter loaded as a LoRA request, as for a PEFT model object."""
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps(
