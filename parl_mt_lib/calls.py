@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,9 +95,27 @@ def _literal(node: ast.AST, where: str) -> Any:
                             ast.JoinedStr, ast.Starred, ast.NamedExpr)):
             raise CallParseError(f"{where} must be a literal, got {type(sub).__name__}")
     try:
-        return ast.literal_eval(node)
+        value = ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
         raise CallParseError(f"{where} must be a literal ({err})") from None
+    _check_renders(value, where)
+    return value
+
+
+def _check_renders(value: Any, where: str) -> None:
+    """Refuse values whose canonical rendering (``repr``) is a name, not a literal -- ``...`` (``Ellipsis``), ``inf``,
+    ``nan`` -- so every accepted call re-renders into text that parses back (the next prompt carries it: a
+    SmolLM2 policy copying the signatures' ``a=...`` placeholder once crashed a rollout there)."""
+    if value is Ellipsis or (isinstance(value, float) and not math.isfinite(value)) or \
+            (isinstance(value, complex) and not (math.isfinite(value.real) and math.isfinite(value.imag))):
+        raise CallParseError(f"{where} must be a value, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_renders(k, where)
+            _check_renders(v, where)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            _check_renders(v, where)
 
 
 def _check_name(name: Any) -> str:
@@ -197,7 +216,9 @@ def render_calls(calls: list[Call], style: str = "python") -> str:
         return "[" + ", ".join(c.render() for c in calls) + "]"
     if style == "json":
         return "\n".join(
-            "<tool_call>\n" + json.dumps({"name": c.name, "arguments": c.kwargs}) + "\n</tool_call>" for c in calls
+            # default=repr: a python literal JSON lacks (set, bytes, complex) is shown as its python text
+            "<tool_call>\n" + json.dumps({"name": c.name, "arguments": c.kwargs}, default=repr) + "\n</tool_call>"
+            for c in calls
         )
     raise ValueError(f"unknown call style {style!r}; use 'python' or 'json'")
 

@@ -50,6 +50,12 @@ HOSTILE = [
     "[" + "[" * 5000 + "]" * 5000 + "]",
     "[f(a='" + "x" * 2_000_000 + "')]",
     "I cannot do that, the file name is missing.",
+    # values whose canonical render is a name, not a literal (repr: Ellipsis, inf, nan): a SmolLM2 policy copied
+    # the signatures' `ls(a=...)` placeholder, and the next step's context re-parse of `ls(a=Ellipsis)` crashed 03
+    "[ls(a=...)]",
+    "[f(x=1e999)]",
+    "[f(x=[1, -1e999])]",
+    "[f(x={'k': (1e999j,)})]",
 ]
 
 
@@ -219,3 +225,15 @@ def test_calls_equal_ignores_keyword_order_and_number_forms():
     assert calls_equal("[cd(folder='x'), ls(a=True)]", "cd(folder='x'); ls(a=True)")
     assert not calls_equal("[ls(a=True), cd(folder='x')]", "cd(folder='x'); ls(a=True)")
     assert calls_equal("", None) and not calls_equal("[ls(a=True)]", None) and not calls_equal("[ls(", gold)
+
+
+@pytest.mark.parametrize("style", ["python", "json"])
+@pytest.mark.parametrize("text", [
+    "[ls(a=True)]", "[f(d={'a': (1, 2), 'b': None})]", "[f(s={1, 2}, b=b'x', c=1j, n=-0.0)]", "[f(x=1e308, y=[])]",
+])
+def test_every_accepted_call_renders_to_text_that_parses_back(text, style):
+    """What a step did goes back into the next prompt as re-rendered text (``context.calls_text``): whatever the
+    parser accepts must render in both call styles, and the python rendering must parse back to the same calls."""
+    calls = parse_calls(text)
+    assert parse_calls(render_calls(calls, "python")) == calls
+    assert render_calls(calls, style)

@@ -36,6 +36,25 @@ def test_mock_policy_episode_all_branches():
     assert not v.valid
 
 
+@pytest.mark.parametrize("mode,style", [("progress", "python"), ("full_history", "python"), ("progress", "json")])
+def test_a_copied_signature_placeholder_is_a_failed_step_not_a_crash(mode, style):
+    """Defect (make reproduce-small, 03 at lr 1e-3): the policy wrote ``[ls(a=...)]`` (the signatures docs'
+    placeholder); the parser took ``...`` as a literal, the step ran ``ls(a=Ellipsis)``, and building the next
+    prompt re-parsed that text and raised out of the rollout. Now it is a parse error with its reason, and the
+    next turn is played."""
+    e = entry_by_id("multi_turn_base_0")
+
+    def script(req):
+        ep = req.episode
+        if ep.turn == 0:
+            return "<summary>nothing yet</summary><plan>list</plan>[ls(a=...)]"
+        return "<summary>done</summary><plan>reply</plan>"
+
+    (ep,) = run_episodes(ScriptedPolicy(script), [e], make_context(mode, style=style), progress=False)
+    assert ep.turn_end[0] == "parse_error" and "ls(a=...)" in ep.steps[0].error
+    assert len(ep.turn_end) > 1  # the episode went on
+
+
 def test_full_history_context_grows_by_prefix():
     e = entry_by_id("multi_turn_base_0")
     ctx = FullHistoryContext()
