@@ -103,6 +103,16 @@ def _literal(node: ast.AST, where: str) -> Any:
 
 
 def _check_renders(value: Any, where: str) -> None:
+    """:func:`_check_finite`, and the value's ``repr`` must exist (an int over Python's 4,300-digit conversion
+    limit parses but cannot be rendered)."""
+    _check_finite(value, where)
+    try:
+        repr(value)
+    except ValueError as err:
+        raise CallParseError(f"{where}: {err}") from None
+
+
+def _check_finite(value: Any, where: str) -> None:
     """Refuse values whose canonical rendering (``repr``) is a name, not a literal -- ``...`` (``Ellipsis``), ``inf``,
     ``nan`` -- so every accepted call re-renders into text that parses back (the next prompt carries it: a
     SmolLM2 policy copying the signatures' ``a=...`` placeholder once crashed a rollout there)."""
@@ -111,11 +121,11 @@ def _check_renders(value: Any, where: str) -> None:
         raise CallParseError(f"{where} must be a value, got {value!r}")
     if isinstance(value, dict):
         for k, v in value.items():
-            _check_renders(k, where)
-            _check_renders(v, where)
+            _check_finite(k, where)
+            _check_finite(v, where)
     elif isinstance(value, (list, tuple, set, frozenset)):
         for v in value:
-            _check_renders(v, where)
+            _check_finite(v, where)
 
 
 def _check_name(name: Any) -> str:
@@ -166,7 +176,7 @@ def _parse_json(blocks: list[str]) -> list[Call]:
     for raw in blocks:
         try:
             obj = json.loads(raw)
-        except json.JSONDecodeError as err:
+        except ValueError as err:  # JSONDecodeError, or an integer over Python's digit limit
             raise CallParseError(f"tool_call is not valid JSON: {err}") from None
         if not isinstance(obj, dict) or "name" not in obj:
             raise CallParseError("tool_call must be an object with 'name' and 'arguments'")
@@ -174,11 +184,13 @@ def _parse_json(blocks: list[str]) -> list[Call]:
         if isinstance(args, str):
             try:
                 args = json.loads(args)
-            except json.JSONDecodeError as err:
+            except ValueError as err:
                 raise CallParseError(f"tool_call arguments are not valid JSON: {err}") from None
         if not isinstance(args, dict) or not all(isinstance(k, str) and _IDENT.match(k) for k in args):
             raise CallParseError("tool_call arguments must be an object with identifier keys")
-        calls.append(Call(_check_name(obj["name"]), dict(args)))
+        name = _check_name(obj["name"])
+        _check_renders(args, f"{name} arguments")  # json.loads takes NaN, Infinity, 1e999
+        calls.append(Call(name, dict(args)))
     return calls
 
 
@@ -205,9 +217,26 @@ def parse_gold(call_str: str, param_order: dict[str, list[str]]) -> Call:
     return call.with_keywords(param_order.get(call.name, []))
 
 
+def _jsonable(value: Any) -> Any:
+    """A parsed literal as JSON data: python-only values (set, bytes, complex) and non-JSON dict keys (a tuple) as
+    their python text, so a call parsed from python-style text can still be shown in the JSON styles.
+
+    >>> _jsonable({(1, 2): {3}, "b": (b"x", 1j)})
+    {'(1, 2)': '{3}', 'b': ["b'x'", '1j']}
+    """
+    if isinstance(value, dict):
+        return {k if isinstance(k, (str, int, float, bool)) or k is None else repr(k): _jsonable(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
 def to_tool_calls(calls: list[Call]) -> list[dict]:
     """Calls as chat-template ``tool_calls`` (the Qwen2.5 template renders them as JSON)."""
-    return [{"type": "function", "function": {"name": c.name, "arguments": dict(c.kwargs)}} for c in calls]
+    return [{"type": "function", "function": {"name": c.name, "arguments": _jsonable(dict(c.kwargs))}} for c in calls]
 
 
 def render_calls(calls: list[Call], style: str = "python") -> str:
@@ -216,8 +245,7 @@ def render_calls(calls: list[Call], style: str = "python") -> str:
         return "[" + ", ".join(c.render() for c in calls) + "]"
     if style == "json":
         return "\n".join(
-            # default=repr: a python literal JSON lacks (set, bytes, complex) is shown as its python text
-            "<tool_call>\n" + json.dumps({"name": c.name, "arguments": c.kwargs}, default=repr) + "\n</tool_call>"
+            "<tool_call>\n" + json.dumps({"name": c.name, "arguments": _jsonable(c.kwargs)}) + "\n</tool_call>"
             for c in calls
         )
     raise ValueError(f"unknown call style {style!r}; use 'python' or 'json'")

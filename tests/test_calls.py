@@ -1,4 +1,6 @@
 """Unit tier: the call parser accepts BFCL / JSON formats and rejects everything else with a reason."""
+import json
+
 import pytest
 
 from parl_mt_lib.calls import Call, CallParseError, parse_calls, render_calls, strip_preamble
@@ -56,6 +58,10 @@ HOSTILE = [
     "[f(x=1e999)]",
     "[f(x=[1, -1e999])]",
     "[f(x={'k': (1e999j,)})]",
+    '<tool_call>{"name": "f", "arguments": {"x": 1e999}}</tool_call>',   # json.loads takes these
+    '<tool_call>{"name": "f", "arguments": {"x": [NaN, -Infinity]}}</tool_call>',
+    "[f(x=0x" + "f" * 3600 + ")]",                                     # parses, but repr() raises (digit limit)
+    '<tool_call>{"name": "f", "arguments": {"x": ' + "9" * 5000 + '}}</tool_call>',
 ]
 
 
@@ -230,10 +236,15 @@ def test_calls_equal_ignores_keyword_order_and_number_forms():
 @pytest.mark.parametrize("style", ["python", "json"])
 @pytest.mark.parametrize("text", [
     "[ls(a=True)]", "[f(d={'a': (1, 2), 'b': None})]", "[f(s={1, 2}, b=b'x', c=1j, n=-0.0)]", "[f(x=1e308, y=[])]",
+    "[f(d={(1, 2): 'x', None: {3}})]",
 ])
 def test_every_accepted_call_renders_to_text_that_parses_back(text, style):
     """What a step did goes back into the next prompt as re-rendered text (``context.calls_text``): whatever the
-    parser accepts must render in both call styles, and the python rendering must parse back to the same calls."""
+    parser accepts must render in both call styles without raising (and as chat-template tool calls), and the
+    python rendering must parse back to the same calls."""
     calls = parse_calls(text)
     assert parse_calls(render_calls(calls, "python")) == calls
     assert render_calls(calls, style)
+    from parl_mt_lib.calls import to_tool_calls
+
+    json.dumps(to_tool_calls(calls))  # what the json style hands the chat template
