@@ -97,6 +97,19 @@ def vllm_toy_path() -> Path:
     return build_toy_model(VLLM_TOY)
 
 
+def check_lora_sync(lora_sync: str) -> str:
+    """``lora_sync`` if it is one of :data:`LORA_SYNCS`, else one line (recipes, evaluate, 06, the backend).
+
+    >>> check_lora_sync("merge")
+    Traceback (most recent call last):
+    ...
+    parl_mt_lib.runtime.ConfigError: lora_sync must be one of adapter, merged, got 'merge'
+    """
+    if lora_sync not in LORA_SYNCS:
+        raise ConfigError(f"lora_sync must be one of {', '.join(LORA_SYNCS)}, got {lora_sync!r}")
+    return lora_sync
+
+
 def lora_slot(r: int) -> int:
     """The smallest rank vLLM accepts for ``--max-lora-rank`` that holds an adapter of rank ``r``."""
     slot = next((x for x in LORA_RANKS if x >= r), None)
@@ -290,8 +303,7 @@ class VLLMBackend:
                  max_concurrency: int = 256, timeout: float = 1800.0, server_args=(), lora_sync: str = "adapter"):
         if sum(x is not None for x in (model, model_path, base_url)) != 1:
             raise ConfigError("rollout_backend 'vllm' needs exactly one of model=, model_path= or base_url=")
-        if lora_sync not in LORA_SYNCS:
-            raise ConfigError(f"lora_sync must be one of {', '.join(LORA_SYNCS)}, got {lora_sync!r}")
+        check_lora_sync(lora_sync)
         adapter = None
         if model_path is not None:
             from .models import resolve_model_path

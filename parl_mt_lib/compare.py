@@ -145,13 +145,11 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
 
     from .grid import Cell, run_grid
     from .models import resolve_model_path
+    from .backends_vllm import check_lora_sync
     from .runtime import artifact_card, fingerprint, input_fingerprint
     from .stats import seed_interval, wilson
 
-    from .backends_vllm import LORA_SYNCS
-
-    if lora_sync not in LORA_SYNCS:
-        raise ConfigError(f"lora_sync must be one of {', '.join(LORA_SYNCS)}, got {lora_sync!r}")
+    check_lora_sync(lora_sync)
     t0 = time.time()
     benchmarks = benchmarks or {"synthetic": {"tasks": "results/01_pag_toy", "limit": 40},
                                 "bfcl": {"bfcl": "all", "limit": 5}}

@@ -343,10 +343,9 @@ def evaluate(policy="oracle", categories="all", limit: int | None = None, seeds=
     out = Path(results_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"results_dir {out} is a file; pass a directory")
-    from .backends_vllm import LORA_SYNCS, adapter_of
+    from .backends_vllm import adapter_of, check_lora_sync
 
-    if lora_sync not in LORA_SYNCS:
-        raise ConfigError(f"lora_sync must be one of {', '.join(LORA_SYNCS)}, got {lora_sync!r}")
+    check_lora_sync(lora_sync)
     ctx = make_context(context, style=style, prompting=prompting, tool_docs=tool_docs)
     if entries is None:
         entries = load_entries(cats, limit=limit)
@@ -447,7 +446,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     ap.add_argument("--rollout-backend", default="hf", help="hf | vllm: the engine that plays a model policy")
-    ap.add_argument("--lora-sync", default="merged", choices=("merged", "adapter"),
+    from .backends_vllm import LORA_SYNCS
+
+    ap.add_argument("--lora-sync", default="merged", choices=LORA_SYNCS,
                     help="how vllm serves a PEFT adapter directory: merged into one plain model, or LoRA requests")
     ap.add_argument("--results-dir", required=True)
     a = ap.parse_args(argv)

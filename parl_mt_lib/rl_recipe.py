@@ -88,10 +88,9 @@ class RLRecipe:
         if self.rollout_backend not in RECIPE_BACKENDS:
             raise ConfigError(f"rollout_backend must be one of {sorted(RECIPE_BACKENDS)} in a recipe (others: pass a "
                               f"ready backend to train_rl), got {self.rollout_backend!r}")
-        from .backends_vllm import LORA_SYNCS
+        from .backends_vllm import check_lora_sync
 
-        if self.lora_sync not in LORA_SYNCS:
-            raise ConfigError(f"lora_sync must be one of {', '.join(LORA_SYNCS)}, got {self.lora_sync!r}")
+        check_lora_sync(self.lora_sync)
         if self.engine_dtype not in (None, "float32", "bfloat16", "float16"):
             raise ConfigError(f"engine_dtype must be float32, bfloat16, float16 or null, got {self.engine_dtype!r}")
         if self.rollout_backend != "vllm" and self.engine_dtype is not None:  # (lora_sync: HF shares the model)
