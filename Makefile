@@ -128,7 +128,7 @@ TAU_SMALL := -p policy smollm2 -p limit 5 -p trials 3 -p rollout_backend vllm -p
 	-p temperature 0.7 -p max_new_tokens 128
 # 06: every held-out synthetic task (30), 1 BFCL entry per category, 1 τ-bench test task per domain; one generation
 # budget for all (one engine per method and seed; SFT's LoRA adapters served merged, lora_sync: merged). Measured per
-# cell (2026-12-05, adapters as LoRA requests): 30 held-out tasks SFT-PAG 432 s (PARL-MT's merged checkpoint 190 s),
+# cell (2026-12-05, adapters as LoRA requests): 30 held-out tasks SFT-PAG 432 s (189 s served merged, LOG),
 # 4 BFCL entries 53-114 s, 1 τ-bench task 25-46 s, engine start ~25 s.
 COMPARE_SMALL := -p synthetic_limit 30 -p bfcl_limit 1 -p tau2_limit 1 -p tool_docs signatures -p max_new_tokens 128 \
 	-p tau2_max_new_tokens 128 -p rollout_backend vllm

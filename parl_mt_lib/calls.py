@@ -176,7 +176,7 @@ def _parse_json(blocks: list[str]) -> list[Call]:
     for raw in blocks:
         try:
             obj = json.loads(raw)
-        except ValueError as err:  # JSONDecodeError, or an integer over Python's digit limit
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, an int over the digit limit, deep nesting
             raise CallParseError(f"tool_call is not valid JSON: {err}") from None
         if not isinstance(obj, dict) or "name" not in obj:
             raise CallParseError("tool_call must be an object with 'name' and 'arguments'")
@@ -184,13 +184,18 @@ def _parse_json(blocks: list[str]) -> list[Call]:
         if isinstance(args, str):
             try:
                 args = json.loads(args)
-            except ValueError as err:
+            except (ValueError, RecursionError) as err:
                 raise CallParseError(f"tool_call arguments are not valid JSON: {err}") from None
         if not isinstance(args, dict) or not all(isinstance(k, str) and _IDENT.match(k) for k in args):
             raise CallParseError("tool_call arguments must be an object with identifier keys")
         name = _check_name(obj["name"])
         _check_renders(args, f"{name} arguments")  # json.loads takes NaN, Infinity, 1e999
-        calls.append(Call(name, dict(args)))
+        call = Call(name, dict(args))
+        try:  # a step keeps the python rendering and the next prompt re-parses it: it must parse back (a keyword
+            _parse_python(call.render())  # as a name, `from=` / `None()`, or nesting past the python parser's limit)
+        except (CallParseError, RecursionError, ValueError) as err:
+            raise CallParseError(f"tool_call {name}: not expressible as a python call ({err})") from None
+        calls.append(call)
     return calls
 
 

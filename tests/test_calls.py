@@ -62,6 +62,11 @@ HOSTILE = [
     '<tool_call>{"name": "f", "arguments": {"x": [NaN, -Infinity]}}</tool_call>',
     "[f(x=0x" + "f" * 3600 + ")]",                                     # parses, but repr() raises (digit limit)
     '<tool_call>{"name": "f", "arguments": {"x": ' + "9" * 5000 + '}}</tool_call>',
+    # JSON that parses but whose python rendering does not parse back (the step's stored text)
+    '<tool_call>{"name": "f", "arguments": {"from": "SFO"}}</tool_call>',
+    '<tool_call>{"name": "None", "arguments": {}}</tool_call>',
+    '<tool_call>{"name": "f", "arguments": {"x": ' + "[" * 300 + "]" * 300 + '}}</tool_call>',
+    '<tool_call>{"name": "f", "arguments": {"x": ' + "[" * 5000 + "]" * 5000 + '}}</tool_call>',
 ]
 
 
