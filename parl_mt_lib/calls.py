@@ -190,13 +190,21 @@ def _parse_json(blocks: list[str]) -> list[Call]:
             raise CallParseError("tool_call arguments must be an object with identifier keys")
         name = _check_name(obj["name"])
         _check_renders(args, f"{name} arguments")  # json.loads takes NaN, Infinity, 1e999
-        call = Call(name, dict(args))
-        try:  # a step keeps the python rendering and the next prompt re-parses it: it must parse back (a keyword
-            _parse_python(call.render())  # as a name, `from=` / `None()`, or nesting past the python parser's limit)
-        except (CallParseError, RecursionError, ValueError) as err:
-            raise CallParseError(f"tool_call {name}: not expressible as a python call ({err})") from None
-        calls.append(call)
+        calls.append(Call(name, dict(args)))
     return calls
+
+
+def _check_reparses(call: Call, max_chars: int) -> None:
+    """A step keeps ``call.render()`` and the next prompt re-parses it: it must parse back, within ``max_chars``
+    (a keyword as a name -- ``from=``, ``None()`` --, nesting a complex number's parentheses push past the python
+    parser's limit, escapes that make the text several times longer)."""
+    try:
+        text = call.render()
+        if len(text) > max_chars:
+            raise CallParseError(f"{len(text)} characters rendered (limit {max_chars})")
+        _parse_python(text)
+    except (ValueError, RecursionError) as err:  # CallParseError is a ValueError
+        raise CallParseError(f"{call.name}: not expressible as a python call ({err})") from None
 
 
 def parse_calls(text: str, *, max_chars: int = MAX_CHARS) -> list[Call]:
@@ -213,6 +221,8 @@ def parse_calls(text: str, *, max_chars: int = MAX_CHARS) -> list[Call]:
     calls = _parse_json(blocks) if blocks else _parse_python(body) if body else []
     if len(calls) > MAX_CALLS:
         raise CallParseError(f"{len(calls)} calls in one message (limit {MAX_CALLS})")
+    for call in calls:
+        _check_reparses(call, max_chars)
     return calls
 
 
