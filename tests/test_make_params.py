@@ -30,3 +30,15 @@ def test_make_passes_only_known_parameters(target):
         names += [argv[i + 1].split(":")[0] for i, a in enumerate(argv[:-1]) if a == "-y"]
         unknown = set(names) - _parameters(nb)
         assert not unknown, f"{nb.name} has no parameter(s) {sorted(unknown)}"
+
+
+def test_install_refuses_a_full_disk_in_one_line_before_creating_anything(tmp_path):
+    """A first install on a disk without room stops up front with one line, not ~1 min later with pip's
+    "[Errno 28] No space left on device" in the middle of its log (CI, 2026-12-05); nothing is created."""
+    (tmp_path / "Makefile").write_text((ROOT / "Makefile").read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    proc = subprocess.run(["make", "install", "MIN_FREE_GB=1000000000"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("parl-mt:")]
+    assert len(lines) == 1 and "GB free here" in lines[0] and "free some disk" in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Makefile", "pyproject.toml"]  # no venv started
