@@ -59,7 +59,8 @@ def fake_results(root):
             "context_ratio_at_step6": {"synthetic": 3.1, "BFCL base": 3.7},
             "provenance": {**PROV, "wall_clock_s": 61.2}})
     cells = {f"sft-{v}-seed{s}": {"kind": "sft", "view": v, "seed": s, "global_step": 960,
-                                  "train_runtime_s": 120.0 + 10 * s, "loss_curve": [[1, 3.0], [960, 0.5]]}
+                                  "train_runtime_s": 120.0 + 10 * s, "loss_curve": [[1, 3.0], [960, 0.5]],
+                                  "tf_n_steps": 6}
              for v in ("plain", "progress") for s in (0, 1, 2)}
     # sft.HEADLINE_METRICS: free-running task_success / format_validity / step_accuracy / call_accuracy, then tf_*
     names = ("task_success", "format_validity", "step_accuracy", "call_accuracy", "tf_format_validity",
@@ -182,6 +183,7 @@ def test_generation_is_deterministic_and_reads_every_table(results, tmp_path):
     assert "| SFT-PAG (progress view) | 0.97 [0.97, 0.97] | 0.85 [0.85, 0.85] | 0.70 [0.70, 0.70] |" in body
     assert body.index("step accuracy (own trajectory)") < body.index("Teacher-forced diagnosis")
     assert "960 training steps per cell, 2.0–2.3 min each" in body
+    assert "names the next call; 6 of the 150 held-out steps):" in body  # tf_* on 02's eval_limit rows, not all
     assert "| PAG-RL | 0 | 10 | 1.51 → 1.67 | 0.52 → 0.76 | 0.50 → 0.45 |" in body
     assert "mean change [t over seeds]" in body
     assert "| PAG-RL (progress context) | 107.00 | 32.00 |" in body and "generated tokens / step ×4.00" in body
@@ -288,9 +290,13 @@ def test_older_sft_metrics_are_shown_as_teacher_forced(results):
         for k in ("step_accuracy", "call_accuracy", "tf_format_validity", "tf_step_exact_match", "tf_call_exact_match"):
             row.pop(k)
         row["step_exact_match"] = {"mean": 0.81, "ci95_seeds": None, "per_seed": {}}
+    for cell in m["cells"].values():
+        cell.pop("tf_n_steps")
     (results / "02_sft/metrics.json").write_text(json.dumps(m))
     body = tables.generate(results)[0]
     head, forced = body.split("Teacher-forced diagnosis", 1)
+    assert forced.startswith(" on held-out gold contexts (not comparable across views: the progress view's gold "
+                             "context names the next call; 150 held-out steps):")
     assert "step exact match" not in head.split("#### SFT")[1] and "| step exact match |" in forced
 
 
