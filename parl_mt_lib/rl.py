@@ -51,6 +51,18 @@ def heldout_success(model, tok, tasks: list, recipe: RLRecipe, policy=None) -> f
     return task_success(model, tok, tasks, view, recipe.tool_docs, recipe.max_new_tokens)["task_success"]
 
 
+def iteration_batch(recipe: RLRecipe, pool: list, it: int) -> list:
+    """The tasks iteration ``it`` rolls out: a sample of ``tasks_per_iteration`` from the pool, fixed by
+    (seed, iteration) so that a resumed run draws what the killed one would have.
+
+    >>> from types import SimpleNamespace as NS
+    >>> r, pool = NS(seed=0, tasks_per_iteration=2), list("abcdef")
+    >>> iteration_batch(r, pool, 1) == iteration_batch(r, pool, 1) != iteration_batch(r, pool, 2)
+    True
+    """
+    return random.Random(f"{recipe.seed}-{it}").sample(pool, recipe.tasks_per_iteration)
+
+
 def _mean(xs: list) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
@@ -136,7 +148,7 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
                 torch.cuda.reset_peak_memory_stats()  # GPU peak per iteration (CPU: the process's peak RSS so far)
             torch.manual_seed(recipe.seed * 100_003 + it)  # rollouts depend on (seed, iteration) and the recipe's
             policy.reseed(recipe.seed * 100_003 + it)      # batch schedule: resumable (a backend's own sampler too)
-            batch = random.Random(f"{recipe.seed}-{it}").sample(train, recipe.tasks_per_iteration)
+            batch = iteration_batch(recipe, train, it)
             t0 = time.time()
             episodes = run_episodes(policy, [t for t in batch for _ in range(recipe.group_size)], ctx,
                                     max_steps=recipe.max_steps_per_turn, batch_size=recipe.generation_batch_size,
