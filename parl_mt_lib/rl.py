@@ -166,6 +166,7 @@ def train_rl(recipe: RLRecipe, out_dir, *, resume: bool = True, progress: bool =
             row["sync_s"] = round(time.time() - t2, 3)  # the part of update_s that moved weights to the engine
             row["heldout_success"] = held_s
             row["samples"] = [e.steps[0].output[:200] for e in episodes[:2] if e.steps]
+            row["task_ids"] = [t.id for t in batch]  # what this iteration trained on (diagnostics read it back)
             append_jsonl(rows_path, row)
             if (it + 1) % recipe.save_every == 0 or it + 1 == recipe.iterations:
                 save_checkpoint(out, it + 1, model, tok, optimizer)
@@ -285,7 +286,7 @@ def run_rl_grid(recipe_path, seeds=(0, 1, 2), out_dir="results/03_pag_rl", overr
                           rl_fingerprint(recipe)["fingerprint"]))
     grid = run_grid(cells, out, workers=workers, threads=threads, desc="RL seeds", progress=False)
     per_seed = {str(s): grid["cells"][f"seed{s}"] for s in seeds}
-    rows = [{**{k: v for k, v in r.items() if k not in ("terms", "samples")},
+    rows = [{**{k: v for k, v in r.items() if k not in ("terms", "samples", "task_ids")},
              **{f"reward_{k}": v for k, v in r["terms"].items()}, "seed": s}
             for s in per_seed for r in read_jsonl(out / f"seed{s}" / "iterations.jsonl")]
     pd.DataFrame(rows).to_csv(out / "iterations.csv", index=False)
