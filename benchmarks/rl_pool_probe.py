@@ -17,7 +17,8 @@ run's budget (LOG.md 2026-12-05 (night)). Run from the repository root of the ru
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/rl_pool_probe.py --small results/small --out results/small/rl_pool_probe
 
 Prints one JSON line per method and subset and writes ``probe.json`` (the checked fingerprints and provenance)
-to ``--out``; a rerun replaces its evaluations (each is fingerprinted by its checkpoint's content).
+to ``--out``; a rerun reuses an evaluation whose checkpoint and config are unchanged and redoes the others. The pool
+is also SFT training data, so start success there sits above held-out success.
 """
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def main(argv=None) -> int:
         pool, _held = rl_tasks(recipe)
         drawn = drawn_ids(run, recipe, pool)
         verdicts = {}
-        for which, policy in (("start", recipe.init_path()), ("final", str(run / "final"))):
+        final = f"{a.small}/{stage}/seed{a.seed}/final"  # as given (a path is part of an evaluation's fingerprint)
+        for which, policy in (("start", recipe.init_path()), ("final", final)):
             d = out / method / which
             evaluate(policy, entries=pool, context=context_mode(recipe), tool_docs=recipe.tool_docs,
                      max_new_tokens=recipe.max_new_tokens, temperature=0.0, lora_sync=recipe.lora_sync,

@@ -1,6 +1,7 @@
 """Every parameter the Makefile passes to a notebook exists in that notebook's parameters cell: papermill only
 warns about an unknown one, and the run then silently uses the default (e.g. an evaluation on HF, not vLLM)."""
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -33,9 +34,15 @@ def test_make_passes_only_known_parameters(target):
         assert not unknown, f"{nb.name} has no parameter(s) {sorted(unknown)}"
 
 
-def _make_install(tmp_path, *args):
+def _make_install(tmp_path, *args, stamp: bool = False):
     (tmp_path / "Makefile").write_text((ROOT / "Makefile").read_text())
     (tmp_path / "pyproject.toml").write_text("")
+    if stamp:  # an installed checkout (VLLM=0: the one venv), its stamp newer than pyproject.toml
+        path = tmp_path / ".venv" / ".parl-mt-installed"
+        path.parent.mkdir()
+        path.touch()
+        t = (tmp_path / "pyproject.toml").stat().st_mtime + 60
+        os.utime(path, (t, t))
     return subprocess.run(["make", "install", f"PYTHON={sys.executable}", "VLLM=0", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
 
@@ -51,9 +58,7 @@ def test_install_refuses_a_full_disk_in_one_line_before_creating_anything(tmp_pa
 
 
 def test_an_installed_checkout_is_never_stopped_by_the_disk_check(tmp_path):
-    """With the venv's install stamp present (VLLM=0: the one venv) nothing is installed and nothing checked."""
-    stamp = tmp_path / ".venv" / ".parl-mt-installed"
-    stamp.parent.mkdir()
-    stamp.touch()
-    proc = _make_install(tmp_path, "MIN_FREE_GB=1000000000", "-o", ".venv/.parl-mt-installed")
+    """With the install stamp up to date nothing is installed and nothing checked, however little disk is free."""
+    proc = _make_install(tmp_path, "MIN_FREE_GB=1000000000", stamp=True)
     assert proc.returncode == 0 and "parl-mt:" not in proc.stderr, proc.stderr
+    assert "is up to date" in proc.stdout and not (tmp_path / ".venv" / "bin").exists(), proc.stdout

@@ -13,7 +13,7 @@ from parl_mt_lib.bfcl import entry_by_id
 from parl_mt_lib.context import make_context, render_prompt
 from parl_mt_lib.grpo import completion_logps, grpo_loss, pad_batch
 from parl_mt_lib.policies import HFPolicy
-from parl_mt_lib.rl import load_rl_recipe, rl_tasks, train_rl
+from parl_mt_lib.rl import iteration_batch, load_rl_recipe, rl_tasks, train_rl
 from parl_mt_lib.rl_samples import score_episodes, step_samples
 from parl_mt_lib.rl_update import Reference, load_policy_model, update
 from parl_mt_lib.rollout import Episode, Generation, StepRequest, run_episodes
@@ -174,6 +174,8 @@ def test_one_toy_iteration_logs_a_small_logprob_gap(pag_dir, toy_path, tmp_path)
     assert 0 <= row["logprob_gap_mean"] < 1e-4 and row["logprob_gap_max"] >= row["logprob_gap_mean"]
     assert m["cost"]["logprob_gap_mean"] == row["logprob_gap_mean"]
     assert m["cost"]["logprob_gap_max"] == row["logprob_gap_max"]
+    recipe = _recipe(pag_dir, toy_path, iterations=1)  # the row names the tasks it drew (the probe reads them)
+    assert row["task_ids"] == [t.id for t in iteration_batch(recipe, rl_tasks(recipe)[0], 0)]
 
 
 @pytest.mark.parametrize("lora", [False, True])
