@@ -98,24 +98,15 @@ def _literal(node: ast.AST, where: str) -> Any:
         value = ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
         raise CallParseError(f"{where} must be a literal ({err})") from None
-    _check_renders(value, where)
-    return value
-
-
-def _check_renders(value: Any, where: str) -> None:
-    """:func:`_check_finite`, and the value's ``repr`` must exist (an int over Python's 4,300-digit conversion
-    limit parses but cannot be rendered)."""
     _check_finite(value, where)
-    try:
-        repr(value)
-    except ValueError as err:
-        raise CallParseError(f"{where}: {err}") from None
+    return value
 
 
 def _check_finite(value: Any, where: str) -> None:
     """Refuse values whose canonical rendering (``repr``) is a name, not a literal -- ``...`` (``Ellipsis``), ``inf``,
     ``nan`` -- so every accepted call re-renders into text that parses back (the next prompt carries it: a
-    SmolLM2 policy copying the signatures' ``a=...`` placeholder once crashed a rollout there)."""
+    SmolLM2 policy copying the signatures' ``a=...`` placeholder once crashed a rollout there). A reason that names
+    the value; :func:`_check_reparses` is the general check every accepted call then passes."""
     if value is Ellipsis or (isinstance(value, float) and not math.isfinite(value)) or \
             (isinstance(value, complex) and not (math.isfinite(value.real) and math.isfinite(value.imag))):
         raise CallParseError(f"{where} must be a value, got {value!r}")
@@ -189,7 +180,7 @@ def _parse_json(blocks: list[str]) -> list[Call]:
         if not isinstance(args, dict) or not all(isinstance(k, str) and _IDENT.match(k) for k in args):
             raise CallParseError("tool_call arguments must be an object with identifier keys")
         name = _check_name(obj["name"])
-        _check_renders(args, f"{name} arguments")  # json.loads takes NaN, Infinity, 1e999
+        _check_finite(args, f"{name} arguments")  # json.loads takes NaN, Infinity, 1e999
         calls.append(Call(name, dict(args)))
     return calls
 
@@ -197,7 +188,8 @@ def _parse_json(blocks: list[str]) -> list[Call]:
 def _check_reparses(call: Call, max_chars: int) -> None:
     """A step keeps ``call.render()`` and the next prompt re-parses it: it must parse back, within ``max_chars``
     (a keyword as a name -- ``from=``, ``None()`` --, nesting a complex number's parentheses push past the python
-    parser's limit, escapes that make the text several times longer)."""
+    parser's limit, escapes that make the text several times longer, an int past Python's 4,300-digit ``repr``
+    limit)."""
     try:
         text = call.render()
         if len(text) > max_chars:

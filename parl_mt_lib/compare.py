@@ -143,9 +143,9 @@ def compare_methods(methods: dict, seeds=(0, 1, 2), benchmarks: dict | None = No
 
     import pandas as pd
 
+    from .backends_vllm import check_lora_sync
     from .grid import Cell, run_grid
     from .models import resolve_model_path
-    from .backends_vllm import check_lora_sync
     from .runtime import artifact_card, fingerprint, input_fingerprint
     from .stats import seed_interval, wilson
 

@@ -435,6 +435,8 @@ def main(argv=None) -> int:
     import json
     import sys
 
+    from .backends_vllm import LORA_SYNCS
+
     ap = argparse.ArgumentParser(prog="python -m parl_mt_lib.evaluate", description="Evaluate a policy on BFCL multi-turn")
     ap.add_argument("--policy", default="oracle")
     ap.add_argument("--categories", default="all")
@@ -446,8 +448,6 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     ap.add_argument("--rollout-backend", default="hf", help="hf | vllm: the engine that plays a model policy")
-    from .backends_vllm import LORA_SYNCS
-
     ap.add_argument("--lora-sync", default="merged", choices=LORA_SYNCS,
                     help="how vllm serves a PEFT adapter directory: merged into one plain model, or LoRA requests")
     ap.add_argument("--results-dir", required=True)

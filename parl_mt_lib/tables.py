@@ -319,8 +319,7 @@ def section_sft(res: _Results) -> list[str]:
             f"played end to end{train}. Untrained rows: one greedy run."]
     if forced:
         # the steps the tf_* metrics were computed on (02's eval_limit), not the whole held-out split
-        tf_n = sorted({c["tf_n_steps"] for c in (m.get("cells") or {}).values()
-                       if isinstance(c, dict) and isinstance(c.get("tf_n_steps"), int)})
+        tf_n = sorted({c["tf_n_steps"] for c in cells if isinstance(c.get("tf_n_steps"), int)})
         n = f"{_num(held.get('n_steps'))} held-out steps"
         n = f"{'/'.join(map(str, tf_n))} of the {n}" if tf_n else n
         out += ["", "Teacher-forced diagnosis on held-out gold contexts (not comparable across views: the progress "
