@@ -17,7 +17,7 @@ run's budget (LOG.md 2026-12-05 (night)). Run from the repository root of the ru
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/rl_pool_probe.py --small results/small --out results/small/rl_pool_probe
 
 Prints one JSON line per method and subset and writes ``probe.json`` (the checked fingerprints and provenance)
-to ``--out``; a rerun reuses an evaluation whose checkpoint and config are unchanged and redoes the others. The pool
+to ``--out``/seed{N}; a rerun reuses an evaluation whose checkpoint and config are unchanged and redoes the others. The pool
 is also SFT training data, so start success there sits above held-out success.
 """
 from __future__ import annotations
@@ -54,15 +54,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/small/rl_pool_probe")
     a = ap.parse_args(argv)
-    t0, out, rows, checked = time.time(), repo_path(a.out), [], {}
-    for method, stage in RUNS.items():
+    t0, out, rows, checked, runs = time.time(), repo_path(a.out) / f"seed{a.seed}", [], {}, {}
+    for method, stage in RUNS.items():  # every run checked before anything is evaluated or written
         run = repo_path(a.small) / stage / f"seed{a.seed}"
         recipe = RLRecipe(**json.loads((run / "recipe.resolved.json").read_text()))
         recorded = json.loads((run / "fingerprint.json").read_text())["fingerprint"]
         if rl_fingerprint(recipe)["fingerprint"] != recorded:
             raise ConfigError(f"{run}: its starting checkpoint {recipe.init_path()} or data {recipe.data} changed "
-                              "since the run (fingerprint mismatch); rerun the RL stage first")
-        checked[method] = recorded
+                              "since the run, or this machine's precision differs (GPU vs CPU: fingerprint "
+                              "mismatch); rerun the RL stage first")
+        checked[method], runs[method] = recorded, (stage, run, recipe)
+    for method, (stage, run, recipe) in runs.items():
         pool, _held = rl_tasks(recipe)
         drawn = drawn_ids(run, recipe, pool)
         verdicts = {}

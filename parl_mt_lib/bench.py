@@ -93,7 +93,6 @@ def rl_update_cost(recipe_path="recipes/toy/pag_rl.yaml", repeats: int = 3, seed
     no RL run sees: its update costs 0.5x the full-logits one, not the ~0.3x of SFT'd samples). Advantages are set to +1 / -1 alternately: the update's cost does not depend
     on their values, only on there being some (the toy's rewards may not vary, and then the update is skipped).
     """
-    import random
     import tempfile
     from dataclasses import replace
     from pathlib import Path
@@ -101,6 +100,7 @@ def rl_update_cost(recipe_path="recipes/toy/pag_rl.yaml", repeats: int = 3, seed
     import torch
 
     from .context import make_context
+    from .rl import iteration_batch
     from .rl_recipe import METHODS, check_rl_recipe, context_mode, load_rl_recipe, rl_tasks
     from .rl_samples import score_episodes, step_samples
     from .rl_update import load_policy_model, trainable_parameters, update
@@ -131,7 +131,7 @@ def rl_update_cost(recipe_path="recipes/toy/pag_rl.yaml", repeats: int = 3, seed
     pol = HFPolicy(model, tok, max_new_tokens=recipe.max_new_tokens, temperature=recipe.temperature,
                    top_p=recipe.top_p, micro_batch_size=recipe.generation_batch_size, keep_tokens=True)
     torch.manual_seed(seed)
-    batch = random.Random(f"{seed}-0").sample(train, recipe.tasks_per_iteration)
+    batch = iteration_batch(recipe, train, 0)  # recipe.seed == seed
     eps = run_episodes(pol, [t for t in batch for _ in range(recipe.group_size)],
                        make_context(context_mode(recipe), tool_docs=recipe.tool_docs),
                        max_steps=recipe.max_steps_per_turn, batch_size=recipe.generation_batch_size, progress=False)

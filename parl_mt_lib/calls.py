@@ -96,7 +96,7 @@ def _literal(node: ast.AST, where: str) -> Any:
             raise CallParseError(f"{where} must be a literal, got {type(sub).__name__}")
     try:
         value = ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, OverflowError) as err:  # 1e400+2j
         raise CallParseError(f"{where} must be a literal ({err})") from None
     _check_finite(value, where)
     return value
@@ -186,10 +186,10 @@ def _parse_json(blocks: list[str]) -> list[Call]:
 
 
 def _check_reparses(call: Call, max_chars: int) -> None:
-    """A step keeps ``call.render()`` and the next prompt re-parses it: it must parse back, within ``max_chars``
-    (a keyword as a name -- ``from=``, ``None()`` --, nesting a complex number's parentheses push past the python
-    parser's limit, escapes that make the text several times longer, an int past Python's 4,300-digit ``repr``
-    limit)."""
+    """A step keeps ``call.render()`` and the next prompt re-parses it: it must parse back, within ``max_chars``.
+    Refused: a keyword used as a name (``from=``, ``None()``); nesting that a complex number's parentheses push past
+    the python parser's limit; escapes that make the text several times longer; an int past Python's 4,300-digit
+    ``repr`` limit."""
     try:
         text = call.render()
         if len(text) > max_chars:

@@ -69,6 +69,7 @@ HOSTILE = [
     '<tool_call>{"name": "f", "arguments": {"x": ' + "[" * 5000 + "]" * 5000 + '}}</tool_call>',
     "[f(x=" + "[" * 198 + "1+2j" + "]" * 198 + ")]",                   # repr adds a nesting level: (1+2j)
     "[f(x='" + "\u200b" * 19000 + "')]",                                # repr's escapes: 6x longer than the limit
+    "[f(x=" + "1" * 400 + "+2j)]",                                      # literal_eval: OverflowError (int + complex)
 ]
 
 
