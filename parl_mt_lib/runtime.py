@@ -43,6 +43,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import typing
 import time
 from contextlib import contextmanager
 from importlib import metadata
@@ -208,10 +209,43 @@ def load_yaml_recipe(path, cls, overrides: dict | None = None, hint: str = "reci
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"unknown recipe key(s) {unknown} in {path}; known keys: {', '.join(known)}")
+    hints = typing.get_type_hints(cls)
+    raw = {k: _typed(k, v, hints.get(k), path) for k, v in raw.items()}
     try:
         return cls(**raw)
     except TypeError as err:
         raise ConfigError(f"bad recipe {path}: {err}") from None
+
+
+def _typed(key: str, value, hint, path):
+    """``value`` checked against a recipe field's type (``bool``, ``int``, ``float``, or one of them ``| None``):
+    numbers written as strings (PyYAML reads YAML 1.1, where ``2e-3`` without a dot is a string) become numbers;
+    anything else of the wrong type stops in one line. Other field types pass as they are.
+
+    >>> _typed("learning_rate", "2e-3", float, "r.yaml"), _typed("max_steps", 150, int | None, "r.yaml")
+    (0.002, 150)
+    >>> _typed("seed", 1.5, int, "r.yaml")
+    Traceback (most recent call last):
+    ...
+    parl_mt_lib.runtime.ConfigError: bad recipe r.yaml: seed must be an integer, got 1.5
+    """
+    args = set(typing.get_args(hint)) or {hint}
+    if value is None and type(None) in args:
+        return value
+    base = (args - {type(None)}).pop() if len(args - {type(None)}) == 1 else None
+    if base not in (bool, int, float):
+        return value
+    want = {bool: "true or false", int: "an integer", float: "a number"}[base]
+    if isinstance(value, str) and base is not bool:
+        try:
+            value = base(value.strip())
+        except ValueError:
+            pass
+    ok = isinstance(value, bool) if base is bool else (
+        not isinstance(value, bool) and isinstance(value, int if base is int else (int, float)))
+    if not ok:
+        raise ConfigError(f"bad recipe {path}: {key} must be {want}, got {value!r}")
+    return float(value) if base is float else value
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -62,3 +62,11 @@ def test_an_installed_checkout_is_never_stopped_by_the_disk_check(tmp_path):
     proc = _make_install(tmp_path, "MIN_FREE_GB=1000000000", stamp=True)
     assert proc.returncode == 0 and "parl-mt:" not in proc.stderr, proc.stderr
     assert "is up to date" in proc.stdout and not (tmp_path / ".venv" / "bin").exists(), proc.stdout
+
+
+def test_a_non_numeric_disk_threshold_is_one_line_not_a_traceback(tmp_path):
+    proc = _make_install(tmp_path, "MIN_FREE_GB=lots")
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("parl-mt:")]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and "MIN_FREE_GB must be a number" in lines[0] and "'lots'" in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Makefile", "pyproject.toml"]

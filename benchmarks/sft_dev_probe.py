@@ -1,0 +1,118 @@
+"""Choose an SFT hyperparameter on a dev split, never on evaluation entries: train each variant, play it on dev tasks.
+
+The dev tasks are fresh draws of the PAG build's own task generator (``synth.synthesize`` with the build's curriculum
+knobs and another seed): the same distribution as the build's held-out tasks, none of them a training task or an
+evaluation task (a candidate whose gold call sequence equals any task of the build, train or held out, is dropped, as
+the build drops duplicates; ids ``synth_<dev_seed>_*`` never collide with the build's). Each variant is the recipe
+with its overrides, trained by :func:`parl_mt_lib.sft.train_sft` (fingerprinted, resumable) and played greedily on
+the dev tasks by :func:`parl_mt_lib.evaluate.evaluate` as notebook 06 plays held-out tasks (the view's context, the
+recipe's tool docs, vLLM serving the adapter merged); every variant is paired with the first over tasks
+(:func:`parl_mt_lib.stats.paired_bootstrap`). Run from the repository root after notebook 01 (e.g. the
+``make reproduce-small`` build):
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/sft_dev_probe.py --pag results/small/01_pag \\
+        --recipe recipes/smollm2-135m/sft.yaml --view progress --variant recipe: --variant lr2e-3:learning_rate=2e-3
+
+On 2 cores one SmolLM2 SFT-PAG variant is ~20 min of training and a few minutes of play. Prints one JSON line per
+variant and writes ``probe.json`` (dev task ids, per-variant results, provenance) under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import yaml
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``name:key=value,key=value`` -> ``(name, overrides)``; values are read as YAML.
+
+    >>> parse_variant("lr2e-3:learning_rate=2e-3,max_steps=10")
+    ('lr2e-3', {'learning_rate': 0.002, 'max_steps': 10})
+    >>> parse_variant("recipe:")
+    ('recipe', {})
+    """
+    name, _, spec = text.partition(":")
+    overrides = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        value = yaml.safe_load(value)
+        if isinstance(value, str):  # YAML 1.1 reads 2e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        overrides[key.strip()] = value
+    return name, overrides
+
+
+def dev_tasks(pag_dir, n: int, seed: int) -> list:
+    """``n`` fresh tasks from the build's generator (its synth knobs, seed ``seed``), none equal to a build task."""
+    from parl_mt_lib.pag_build import load_pag
+    from parl_mt_lib.runtime import ConfigError, repo_path
+    from parl_mt_lib.synth import SynthConfig, _fingerprint, synthesize
+
+    card = json.loads((repo_path(pag_dir) / "card.json").read_text())
+    cfg = card["config"]
+    if cfg["source"] != "synthetic" or seed == cfg["seed"]:
+        raise ConfigError(f"dev tasks need a synthetic build and a seed other than its own ({cfg['seed']})")
+    _splits, built = load_pag(repo_path(pag_dir))
+    taken = {_fingerprint(t.gold_calls) for t in built.values()}
+    synth = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["synth"].items()}
+    drawn = synthesize(SynthConfig(**{**synth, "n_tasks": 2 * n, "seed": seed}))
+    fresh = [t for t in drawn if _fingerprint(t.gold_calls) not in taken and t.id not in built]
+    if len(fresh) < n:
+        raise ConfigError(f"only {len(fresh)} of {n} dev tasks are new; ask for fewer")
+    return fresh[:n]
+
+
+def main(argv=None) -> int:
+    from parl_mt_lib.compare import task_verdicts
+    from parl_mt_lib.evaluate import evaluate
+    from parl_mt_lib.runtime import atomic_write_json, provenance, repo_path, set_threads
+    from parl_mt_lib.sft import load_recipe, train_sft
+    from parl_mt_lib.stats import paired_bootstrap
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pag", default="results/small/01_pag")
+    ap.add_argument("--recipe", default="recipes/smollm2-135m/sft.yaml")
+    ap.add_argument("--view", default="progress", choices=("progress", "plain"))
+    ap.add_argument("--variant", action="append", default=None, help="name:key=value,... (first is the reference)")
+    ap.add_argument("--n-dev", type=int, default=40)
+    ap.add_argument("--dev-seed", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training (2 cores: 2)")
+    ap.add_argument("--out", default="results/small/sft_dev_probe")
+    a = ap.parse_args(argv)
+    set_threads(a.threads)
+    t0, out = time.time(), repo_path(a.out) / a.view
+    variants = [parse_variant(v) for v in (a.variant or ["recipe:"])]
+    recipes = {name: load_recipe(a.recipe, {**ov, "view": a.view, "data": a.pag}) for name, ov in variants}
+    tasks = dev_tasks(a.pag, a.n_dev, a.dev_seed)
+    context = "progress" if a.view == "progress" else "full_history"
+    rows, verdicts = [], {}
+    for name, overrides in variants:
+        recipe = recipes[name]
+        run = train_sft(recipe, out / name / "train")
+        d = out / name / "dev"
+        res = evaluate(run["final_dir"], entries=tasks, context=context, tool_docs=recipe.tool_docs,
+                       max_new_tokens=a.max_new_tokens, temperature=0.0, rollout_backend="vllm", lora_sync="merged",
+                       results_dir=d, progress=False, replace=True)
+        verdicts[name] = task_verdicts(d)
+        losses = [h["loss"] for h in run["log_history"] if "loss" in h]
+        ref = variants[0][0]
+        row = {"variant": name, "overrides": overrides, "view": a.view, "n_dev": len(tasks),
+               "dev_task_success": res["overall"], "train_runtime_s": round(run["train_runtime_s"], 1),
+               "last_losses": losses[-3:],
+               "minus_" + ref: paired_bootstrap(verdicts[name], verdicts[ref]) if name != ref else None}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    atomic_write_json(out / "probe.json", {"rows": rows, "dev_task_ids": [t.id for t in tasks], "pag": a.pag,
+                                           "recipe": a.recipe, "dev_seed": a.dev_seed,
+                                           "provenance": provenance(wall_clock_s=round(time.time() - t0, 1))})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

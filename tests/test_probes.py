@@ -1,0 +1,65 @@
+"""The diagnosis scripts under benchmarks/: which tasks they play (never evaluation entries) and how they read runs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace as NS
+
+import pytest
+
+from parl_mt_lib.runtime import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("text,want", [
+    ("recipe:", ("recipe", {})),
+    ("lr:learning_rate=2e-3", ("lr", {"learning_rate": 0.002})),
+    ("b:max_steps=200,bf16=false,view=plain", ("b", {"max_steps": 200, "bf16": False, "view": "plain"})),
+])
+def test_dev_probe_reads_variants(text, want):
+    assert _script("sft_dev_probe").parse_variant(text) == want
+
+
+def test_dev_tasks_are_new_draws_of_the_builds_generator(pag_dir):
+    """Dev tasks: the build's curriculum, another seed, none a training or held-out task of the build."""
+    from parl_mt_lib.pag_build import load_pag
+    from parl_mt_lib.synth import _fingerprint
+
+    probe = _script("sft_dev_probe")
+    _splits, built = load_pag(pag_dir)
+    dev = probe.dev_tasks(pag_dir, 6, seed=1)
+    assert len(dev) == 6 and len({t.id for t in dev}) == 6
+    assert not {t.id for t in dev} & set(built)
+    assert not {_fingerprint(t.gold_calls) for t in dev} & {_fingerprint(t.gold_calls) for t in built.values()}
+    card = json.loads((pag_dir / "card.json").read_text())["config"]["synth"]
+    assert {c for t in dev for c in t.involved_classes} <= set(card["classes"])
+    assert all(len(turn) == 1 for t in dev for turn in t.gold_calls if turn)  # the build's calls_per_turn (1, 1)
+    assert [t.id for t in probe.dev_tasks(pag_dir, 6, seed=1)] == [t.id for t in dev]  # deterministic
+    with pytest.raises(ConfigError, match="seed other than its own"):
+        probe.dev_tasks(pag_dir, 6, seed=0)
+
+
+def test_pool_probe_reads_the_drawn_tasks_recorded_else_recomputes_them(tmp_path):
+    from parl_mt_lib.rl import iteration_batch
+
+    probe = _script("rl_pool_probe")
+    pool = [NS(id=f"t{i}") for i in range(10)]
+    recipe = NS(seed=0, tasks_per_iteration=2, iterations=3)
+    run = tmp_path / "run"
+    run.mkdir()
+    rule = {t.id for it in range(3) for t in iteration_batch(recipe, pool, it)}
+    assert probe.drawn_ids(run, recipe, pool) == rule  # no iterations.jsonl: the recipe's iterations
+    rows = [{"iteration": 0, "task_ids": ["t9", "t1"]}, {"iteration": 1, "task_ids": ["t1", "t4"]}]
+    (run / "iterations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert probe.drawn_ids(run, recipe, pool) == {"t9", "t1", "t4"}
+    (run / "iterations.jsonl").write_text(json.dumps({"iteration": 0}) + "\n")  # an older run: the rule, 1 iteration
+    assert probe.drawn_ids(run, recipe, pool) == {t.id for t in iteration_batch(recipe, pool, 0)}
