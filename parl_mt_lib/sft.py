@@ -243,13 +243,17 @@ def recipe_card(recipe: SFTRecipe) -> dict:
     return config
 
 
-def sft_fingerprint(recipe: SFTRecipe) -> dict:
-    """The run's card: the resolved recipe + fingerprints of its inputs (starting model, PAG data)."""
+def precision(recipe: SFTRecipe) -> str:
+    """How the recipe's ``bf16`` is applied here, which changes the weights: bf16 weights on a GPU, fp32 weights under
+    autocast on the CPU (``fp32`` without bf16, on either)."""
     import torch
 
-    # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU
-    precision = "fp32" if not recipe.bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
-    return artifact_card({**recipe_card(recipe), "precision": precision},
+    return "fp32" if not recipe.bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
+
+
+def sft_fingerprint(recipe: SFTRecipe) -> dict:
+    """The run's card: the resolved recipe + fingerprints of its inputs (starting model, PAG data)."""
+    return artifact_card({**recipe_card(recipe), "precision": precision(recipe)},
                          {"model": input_fingerprint(recipe.model), "data": input_fingerprint(repo_path(recipe.data))})
 
 
@@ -364,7 +368,9 @@ def sft_cells(recipe_path, variants, seeds, out_dir, overrides: dict | None = No
             config = {"kind": kind, "view": view, "model": recipe.model, "tool_docs": recipe.tool_docs, **evals}
             key = f"base-{view}"
         else:
-            config = {"kind": kind, "recipe": recipe_card(recipe), **evals}
+            # the precision only where it depends on the device (bf16), so the fp32 cells made before keep their keys
+            config = {"kind": kind, "recipe": recipe_card(recipe), **evals,
+                      **({"precision": precision(recipe)} if recipe.bf16 else {})}
             key = f"sft-{view}-seed{seed}"
         fp = artifact_card(config, inputs[recipe.model, recipe.data])["fingerprint"]
         cells.append(Cell(key, sft_cell, {"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path),

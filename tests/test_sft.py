@@ -314,6 +314,21 @@ def test_grid_cell_keys_made_before_the_sampling_key_stand(pag_dir):
                                              sft_fingerprint(recipe)["inputs"])["fingerprint"]
 
 
+def test_grid_cell_of_a_bf16_recipe_is_keyed_by_precision(pag_dir, monkeypatch):
+    """bf16 means bf16 weights on a GPU and fp32 weights under autocast on the CPU: different models. 02's cell key
+    of a bf16 recipe names the precision (as the run's fingerprint does), so a results directory carried between a
+    GPU and a CPU machine retrains the cell instead of reusing the other machine's metrics; fp32 cells keep their key."""
+    from parl_mt_lib.sft import sft_cells
+
+    def key(bf16: bool, cuda: bool) -> str:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        over = {"data": str(pag_dir), "max_steps": 6, "bf16": bf16}
+        return sft_cells(RECIPE, ["progress"], [0], "unused", over, eval_limit=8, task_limit=2)[-1].fingerprint
+
+    assert key(True, cuda=False) != key(True, cuda=True)
+    assert key(False, cuda=False) == key(False, cuda=True)
+
+
 def test_length_grouped_run_resumed_in_a_later_epoch_matches_uninterrupted(pag_dir, tmp_path):
     """``group_by_length`` draws its order from ``data_seed + epoch`` (``sft.seeded_length_sampler``): a run killed
     and resumed after its first epoch sees the rows the uninterrupted run saw (transformers' own sampler shuffles
