@@ -278,6 +278,35 @@ class VLLMServer:
         self._finalizer()
 
 
+
+OWNER = "owner"  # "<pid> <host>" of the process whose engine uses a work directory
+
+
+def reap_stale_workdirs(root: Path) -> list[str]:
+    """Delete the ``vllm-*`` work directories (merged weights, adapters: ~0.5 GB each for SmolLM2) whose owning
+    process on this host is gone: a killed run cannot run its own clean-up, and these piled up in long-lived
+    checkouts. A directory without an owner file (being created, or made before owners were recorded) is kept,
+    as is one whose pid is alive (even if reused: deleting nothing is the safe side) or owned on another host.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> (d / "vllm-x").mkdir(); _ = (d / "vllm-x" / OWNER).write_text(f"{os.getpid()} {socket.gethostname()}")
+    >>> reap_stale_workdirs(d), (d / "vllm-x").exists()
+    ([], True)
+    """
+    reaped = []
+    for path in Path(root).glob("vllm-*"):
+        try:
+            pid, host = (path / OWNER).read_text().split()
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            if host == socket.gethostname():
+                shutil.rmtree(path, ignore_errors=True)
+                reaped.append(path.name)
+        except (OSError, ValueError):  # no owner file yet, unreadable, or a pid we may not signal (alive)
+            continue
+    return reaped
+
+
 class VLLMBackend:
     """The rollout-backend contract (:mod:`parl_mt_lib.backends`) on a vLLM server: see the module doc.
 
@@ -324,7 +353,9 @@ class VLLMBackend:
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.max_concurrency, self.timeout = max_concurrency, timeout
         self.server, self.syncs, self.sync_s, self._adapter_dir = None, 0, 0.0, None
+        reap_stale_workdirs(cache_dir())
         self.workdir = Path(tempfile.mkdtemp(prefix="vllm-", dir=cache_dir()))
+        (self.workdir / OWNER).write_text(f"{os.getpid()} {socket.gethostname()}")
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
         try:  # a failed start (merge, server, first adapter) leaves no engine and no merged copy behind
             peft = model is not None and hasattr(model, "peft_config")

@@ -122,3 +122,25 @@ def test_cpu_single_rank_engine_runs_the_model_in_the_engine_process(tmp_path, t
         monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
         make_rollout_backend("vllm", model_path=str(toy_path), tensor_parallel_size=tp).close()
         assert _FakeServer.started[-1][1]["single_process_worker"] is want, (gpu, tp)
+
+
+def test_work_directories_of_dead_processes_are_reaped_live_and_unowned_ones_kept(tmp_path):
+    """A killed run left its engine's work directory (merged weights, ~0.5 GB for SmolLM2) in .cache for good; the
+    next engine start deletes those whose owner process on this host is gone, and nothing else."""
+    import socket
+
+    from parl_mt_lib.backends_vllm import OWNER, reap_stale_workdirs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    owners = {"vllm-dead": f"{dead} {host}", "vllm-live": f"{os.getpid()} {host}", "vllm-elsewhere": f"{dead} other",
+              "vllm-garbled": "not a pid", "vllm-unowned": None}
+    for name, owner in owners.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "weights.bin").write_bytes(b"x")
+        if owner is not None:
+            (tmp_path / name / OWNER).write_text(owner)
+    (tmp_path / "smollm2-cache").mkdir()  # not an engine's: never looked at
+    assert reap_stale_workdirs(tmp_path) == ["vllm-dead"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(owners) - {"vllm-dead"} | {"smollm2-cache"})
