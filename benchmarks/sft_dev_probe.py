@@ -26,25 +26,21 @@ import yaml
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """``name:key=value,key=value`` -> ``(name, overrides)``; values are read as YAML.
+    """``name:key=value,key=value`` -> ``(name, overrides)``; values are read as YAML (``launch.parse_sets``; the
+    recipe loader then checks their types, ``2e-3`` included).
 
     >>> parse_variant("lr2e-3:learning_rate=2e-3,max_steps=10")
-    ('lr2e-3', {'learning_rate': 0.002, 'max_steps': 10})
+    ('lr2e-3', {'learning_rate': '2e-3', 'max_steps': 10})
     >>> parse_variant("recipe:")
     ('recipe', {})
     """
+    from parl_mt_lib.launch import parse_sets
+    from parl_mt_lib.runtime import ConfigError
+
     name, _, spec = text.partition(":")
-    overrides = {}
-    for item in filter(None, spec.split(",")):
-        key, _, value = item.partition("=")
-        value = yaml.safe_load(value)
-        if isinstance(value, str):  # YAML 1.1 reads 2e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        overrides[key.strip()] = value
-    return name, overrides
+    if not name:
+        raise ConfigError(f"--variant takes NAME:KEY=VALUE,..., got {text!r}")
+    return name, parse_sets([item for item in spec.split(",") if item])
 
 
 def dev_tasks(pag_dir, n: int, seed: int) -> list:
@@ -55,8 +51,9 @@ def dev_tasks(pag_dir, n: int, seed: int) -> list:
 
     card = json.loads((repo_path(pag_dir) / "card.json").read_text())
     cfg = card["config"]
-    if cfg["source"] != "synthetic" or seed == cfg["seed"]:
-        raise ConfigError(f"dev tasks need a synthetic build and a seed other than its own ({cfg['seed']})")
+    if cfg["source"] != "synthetic" or cfg["teacher"] != "template" or seed == cfg["seed"]:
+        raise ConfigError(f"dev tasks need a synthetic build with the template teacher (the one they are drawn with) "
+                          f"and a seed other than its own ({cfg['seed']})")
     _splits, built = load_pag(repo_path(pag_dir))
     taken = {_fingerprint(t.gold_calls) for t in built.values()}
     synth = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["synth"].items()}
@@ -70,7 +67,7 @@ def dev_tasks(pag_dir, n: int, seed: int) -> list:
 def main(argv=None) -> int:
     from parl_mt_lib.compare import task_verdicts
     from parl_mt_lib.evaluate import evaluate
-    from parl_mt_lib.runtime import atomic_write_json, provenance, repo_path, set_threads
+    from parl_mt_lib.runtime import ConfigError, atomic_write_json, provenance, repo_path, set_threads
     from parl_mt_lib.sft import load_recipe, train_sft
     from parl_mt_lib.stats import paired_bootstrap
 
@@ -88,6 +85,8 @@ def main(argv=None) -> int:
     set_threads(a.threads)
     t0, out = time.time(), repo_path(a.out) / a.view
     variants = [parse_variant(v) for v in (a.variant or ["recipe:"])]
+    if len({name for name, _ in variants}) < len(variants):
+        raise ConfigError("two --variant share a name (and would share an output directory)")
     recipes = {name: load_recipe(a.recipe, {**ov, "view": a.view, "data": a.pag}) for name, ov in variants}
     tasks = dev_tasks(a.pag, a.n_dev, a.dev_seed)
     context = "progress" if a.view == "progress" else "full_history"

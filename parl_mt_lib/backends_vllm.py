@@ -279,29 +279,41 @@ class VLLMServer:
 
 
 
-OWNER = "owner"  # "<pid> <host>" of the process whose engine uses a work directory
+OWNER = "owner"  # "<pid> <host> <pid namespace>" of the process whose engine uses a work directory
+
+
+def _owner_tag() -> str:
+    """This process as a work directory's owner: pid, host, and pid namespace (containers sharing a host name and
+    a cache each number their own pids)."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = "-"
+    return f"{os.getpid()} {socket.gethostname()} {ns}"
 
 
 def reap_stale_workdirs(root: Path) -> list[str]:
     """Delete the ``vllm-*`` work directories (merged weights, adapters: ~0.5 GB each for SmolLM2) whose owning
-    process on this host is gone: a killed run cannot run its own clean-up, and these piled up in long-lived
-    checkouts. A directory without an owner file (being created, or made before owners were recorded) is kept,
-    as is one whose pid is alive (even if reused: deleting nothing is the safe side) or owned on another host.
+    process is gone: a killed run cannot run its own clean-up, and these piled up in long-lived checkouts. Only an
+    owner of this host and pid namespace is looked up; a directory without a readable owner (being created, or made
+    before owners were recorded) is kept, as is one whose pid is alive (even if reused: keeping is the safe side).
 
     >>> import tempfile; d = Path(tempfile.mkdtemp())
-    >>> (d / "vllm-x").mkdir(); _ = (d / "vllm-x" / OWNER).write_text(f"{os.getpid()} {socket.gethostname()}")
-    >>> reap_stale_workdirs(d), (d / "vllm-x").exists()
-    ([], True)
+    >>> (d / "vllm-x").mkdir(); _ = (d / "vllm-x" / OWNER).write_text(_owner_tag())
+    >>> reap_stale_workdirs(d), (d / "vllm-x").exists(), shutil.rmtree(d)
+    ([], True, None)
     """
+    here = _owner_tag().split()[1:]
     reaped = []
-    for path in Path(root).glob("vllm-*"):
+    for path in sorted(Path(root).glob("vllm-*")):
         try:
-            pid, host = (path / OWNER).read_text().split()
+            pid, *where = (path / OWNER).read_text().split()
+            if where != here:
+                continue
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            if host == socket.gethostname():
-                shutil.rmtree(path, ignore_errors=True)
-                reaped.append(path.name)
+            shutil.rmtree(path, ignore_errors=True)
+            reaped.append(path.name)
         except (OSError, ValueError):  # no owner file yet, unreadable, or a pid we may not signal (alive)
             continue
     return reaped
@@ -355,7 +367,7 @@ class VLLMBackend:
         self.server, self.syncs, self.sync_s, self._adapter_dir = None, 0, 0.0, None
         reap_stale_workdirs(cache_dir())
         self.workdir = Path(tempfile.mkdtemp(prefix="vllm-", dir=cache_dir()))
-        (self.workdir / OWNER).write_text(f"{os.getpid()} {socket.gethostname()}")
+        (self.workdir / OWNER).write_text(_owner_tag())
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
         try:  # a failed start (merge, server, first adapter) leaves no engine and no merged copy behind
             peft = model is not None and hasattr(model, "peft_config")

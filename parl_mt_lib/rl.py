@@ -237,16 +237,13 @@ def rl_fingerprint(recipe: RLRecipe, tasks: tuple[list, list] | None = None) -> 
     """The run's card (:mod:`parl_mt_lib.runtime`): the resolved recipe + fingerprints of the starting checkpoint
     and the PAG data (or of the given ``(train, held_out)`` tasks). ``train_rl`` resumes only a directory holding
     the same one."""
-    from .runtime import artifact_card, fingerprint, input_fingerprint
-
-    import torch
+    from .runtime import artifact_card, fingerprint, input_fingerprint, precision
 
     data = (fingerprint([list(part) for part in tasks]) if tasks is not None
             else input_fingerprint(repo_path(recipe.data)))
     # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU; an fp32
     # run's card has no precision key (as every card before the key existed: those runs stand)
-    precision = {} if not recipe.bf16 else {"precision": "bf16" if torch.cuda.is_available() else "fp32+bf16-autocast"}
-    return artifact_card({**asdict(recipe), **precision},
+    return artifact_card({**asdict(recipe), **({"precision": precision(recipe.bf16)} if recipe.bf16 else {})},
                          {"init": input_fingerprint(recipe.init_path()), "data": data})
 
 

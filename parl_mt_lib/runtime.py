@@ -40,11 +40,13 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
-import typing
 import time
+import types
+import typing
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -190,6 +192,14 @@ def run_jobs(fn, jobs: list[dict], *, workers: int = 1, threads: int = 1, on_don
     return results
 
 
+def precision(bf16: bool) -> str:
+    """What a recipe's ``bf16`` means on this machine, which changes the weights a run makes: bf16 weights on a GPU,
+    fp32 weights under bf16 autocast on the CPU; ``fp32`` without it (on either)."""
+    import torch
+
+    return "fp32" if not bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
+
+
 def load_yaml_recipe(path, cls, overrides: dict | None = None, hint: str = "recipes/"):
     """A dataclass ``cls`` from a YAML file + non-None ``overrides``; a missing file, bad YAML, unknown keys or
     bad values stop with a one-line :class:`ConfigError` (``hint`` says where recipes live)."""
@@ -217,10 +227,14 @@ def load_yaml_recipe(path, cls, overrides: dict | None = None, hint: str = "reci
         raise ConfigError(f"bad recipe {path}: {err}") from None
 
 
+YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # what PyYAML (YAML 1.1) leaves a string: 2e-3
+
+
 def _typed(key: str, value, hint, path):
     """``value`` checked against a recipe field's type (``bool``, ``int``, ``float``, or one of them ``| None``):
-    numbers written as strings (PyYAML reads YAML 1.1, where ``2e-3`` without a dot is a string) become numbers;
-    anything else of the wrong type stops in one line. Other field types pass as they are.
+    an exponent written without a dot (``2e-3``: a string to PyYAML, which reads YAML 1.1) becomes the number meant;
+    anything else of the wrong type stops in one line (an int stays an int in a float field: run keys hash it as
+    written). Other field types pass as they are.
 
     >>> _typed("learning_rate", "2e-3", float, "r.yaml"), _typed("max_steps", 150, int | None, "r.yaml")
     (0.002, 150)
@@ -229,23 +243,21 @@ def _typed(key: str, value, hint, path):
     ...
     parl_mt_lib.runtime.ConfigError: bad recipe r.yaml: seed must be an integer, got 1.5
     """
-    args = set(typing.get_args(hint)) or {hint}
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     if value is None and type(None) in args:
         return value
-    base = (args - {type(None)}).pop() if len(args - {type(None)}) == 1 else None
-    if base not in (bool, int, float):
+    base = [a for a in args if a is not type(None)]
+    if len(base) != 1 or base[0] not in (bool, int, float):
         return value
-    want = {bool: "true or false", int: "an integer", float: "a number"}[base]
-    if isinstance(value, str) and base is not bool:
-        try:
-            value = base(value.strip())
-        except ValueError:
-            pass
+    base = base[0]
+    if base is float and isinstance(value, str) and YAML11_FLOAT.fullmatch(value.strip()):
+        value = float(value)
     ok = isinstance(value, bool) if base is bool else (
         not isinstance(value, bool) and isinstance(value, int if base is int else (int, float)))
     if not ok:
+        want = {bool: "true or false", int: "an integer", float: "a number"}[base]
         raise ConfigError(f"bad recipe {path}: {key} must be {want}, got {value!r}")
-    return float(value) if base is float else value
+    return value
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .runtime import (ConfigError, artifact_card, atomic_write_json, claim_dir, content_fingerprint, input_fingerprint,
-                      load_yaml_recipe, provenance, read_fingerprint, repo_path, stamp_checkpoint)
+                      load_yaml_recipe, precision, provenance, read_fingerprint, repo_path, stamp_checkpoint)
 
 VIEWS = ("progress", "plain")
 SAMPLING = ("random", "group_by_length")  # the train samplers a recipe may name (transformers' train_sampling_strategy)
@@ -243,17 +243,9 @@ def recipe_card(recipe: SFTRecipe) -> dict:
     return config
 
 
-def precision(recipe: SFTRecipe) -> str:
-    """How the recipe's ``bf16`` is applied here, which changes the weights: bf16 weights on a GPU, fp32 weights under
-    autocast on the CPU (``fp32`` without bf16, on either)."""
-    import torch
-
-    return "fp32" if not recipe.bf16 else ("bf16" if torch.cuda.is_available() else "fp32+bf16-autocast")
-
-
 def sft_fingerprint(recipe: SFTRecipe) -> dict:
     """The run's card: the resolved recipe + fingerprints of its inputs (starting model, PAG data)."""
-    return artifact_card({**recipe_card(recipe), "precision": precision(recipe)},
+    return artifact_card({**recipe_card(recipe), "precision": precision(recipe.bf16)},
                          {"model": input_fingerprint(recipe.model), "data": input_fingerprint(repo_path(recipe.data))})
 
 
@@ -370,7 +362,7 @@ def sft_cells(recipe_path, variants, seeds, out_dir, overrides: dict | None = No
         else:
             # the precision only where it depends on the device (bf16), so the fp32 cells made before keep their keys
             config = {"kind": kind, "recipe": recipe_card(recipe), **evals,
-                      **({"precision": precision(recipe)} if recipe.bf16 else {})}
+                      **({"precision": precision(recipe.bf16)} if recipe.bf16 else {})}
             key = f"sft-{view}-seed{seed}"
         fp = artifact_card(config, inputs[recipe.model, recipe.data])["fingerprint"]
         cells.append(Cell(key, sft_cell, {"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path),

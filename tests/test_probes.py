@@ -22,11 +22,35 @@ def _script(name: str):
 
 @pytest.mark.parametrize("text,want", [
     ("recipe:", ("recipe", {})),
-    ("lr:learning_rate=2e-3", ("lr", {"learning_rate": 0.002})),
+    ("lr:learning_rate=2e-3", ("lr", {"learning_rate": "2e-3"})),  # the recipe loader makes it 0.002
     ("b:max_steps=200,bf16=false,view=plain", ("b", {"max_steps": 200, "bf16": False, "view": "plain"})),
 ])
 def test_dev_probe_reads_variants(text, want):
     assert _script("sft_dev_probe").parse_variant(text) == want
+
+
+@pytest.mark.parametrize("text", ["lr:learning_rate", ":max_steps=2"])
+def test_dev_probe_refuses_a_variant_it_cannot_read(text):
+    with pytest.raises(ConfigError):
+        _script("sft_dev_probe").parse_variant(text)
+
+
+def test_dev_tasks_drop_a_draw_equal_to_a_build_task(pag_dir, monkeypatch):
+    """A fresh draw whose gold calls equal a build task's (train or held out) is not a dev task."""
+    import parl_mt_lib.synth as synth
+    from parl_mt_lib.pag_build import load_pag
+
+    probe = _script("sft_dev_probe")
+    _splits, built = load_pag(pag_dir)
+    real = synth.synthesize
+
+    def with_a_copy(cfg, *args, **kw):
+        tasks = real(cfg, *args, **kw)
+        copy = next(iter(built.values()))
+        return [tasks[0], type(copy)(**{**vars(copy), "id": "synth_1_copy"}), *tasks[1:]]
+
+    monkeypatch.setattr(synth, "synthesize", with_a_copy)
+    assert "synth_1_copy" not in {t.id for t in probe.dev_tasks(pag_dir, 6, seed=1)}
 
 
 def test_dev_tasks_are_new_draws_of_the_builds_generator(pag_dir):

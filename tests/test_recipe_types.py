@@ -23,7 +23,7 @@ def _write(tmp_path, src, extra: str):
 @pytest.mark.parametrize("loader,src", [(load_recipe, SFT), (load_rl_recipe, RL)])
 @pytest.mark.parametrize("line,key,value", [
     ("learning_rate: 2e-3", "learning_rate", 0.002),      # YAML 1.1: a string
-    ("learning_rate: 1", "learning_rate", 1.0),
+    ("learning_rate: 1", "learning_rate", 1),              # an int as written (run keys hash it so)
     ("seed: 3", "seed", 3),
     ("bf16: true", "bf16", True),
 ])
@@ -36,6 +36,7 @@ def test_numbers_written_the_yaml_1_1_way_load_as_numbers(tmp_path, loader, src,
 @pytest.mark.parametrize("loader,src", [(load_recipe, SFT), (load_rl_recipe, RL)])
 @pytest.mark.parametrize("line,msg", [
     ("learning_rate: fast", "learning_rate must be a number, got 'fast'"),
+    ("learning_rate: '0.001'", "learning_rate must be a number, got '0.001'"),  # quoted on purpose: not ours to guess
     ("learning_rate: true", "learning_rate must be a number, got True"),
     ("seed: 1.5", "seed must be an integer, got 1.5"),
     ("seed: zero", "seed must be an integer, got 'zero'"),
@@ -52,6 +53,14 @@ def test_overrides_are_checked_too():
     assert load_recipe(SFT, {"learning_rate": "2e-3"}).learning_rate == 0.002
     with pytest.raises(ConfigError, match="max_steps must be an integer"):
         load_recipe(SFT, {"max_steps": "many"})
+
+
+def test_generic_and_other_field_types_pass_as_they_are():
+    from parl_mt_lib.runtime import _typed
+
+    assert _typed("xs", [0.1], list[float], "r.yaml") == [0.1]
+    assert _typed("turns", (1, 3), tuple[int, int], "r.yaml") == (1, 3)
+    assert _typed("rewards", {"task": 1}, dict, "r.yaml") == {"task": 1}
 
 
 def test_optional_fields_take_none_and_their_type():

@@ -72,6 +72,8 @@ def test_lora_adapter_directory_serves_its_base_with_the_adapter(tmp_path, toy_p
     monkeypatch.setattr(backends_vllm.VLLMBackend, "_call", lambda self, path, payload: calls.append((path, payload)))
     b = make_rollout_backend("vllm", model_path=str(adapter), max_new_tokens=4)
     try:
+        # the engine's work directory names its owner, so a later start can reap it if this process is killed
+        assert (b.workdir / backends_vllm.OWNER).read_text() == backends_vllm._owner_tag()
         ((served, kw),) = _FakeServer.started
         assert served == str(toy_path) and kw["lora_rank"] == 12
         assert calls == [("/v1/load_lora_adapter", {"lora_name": "adapter-0", "lora_path": str(adapter)})]
@@ -127,15 +129,16 @@ def test_cpu_single_rank_engine_runs_the_model_in_the_engine_process(tmp_path, t
 def test_work_directories_of_dead_processes_are_reaped_live_and_unowned_ones_kept(tmp_path):
     """A killed run left its engine's work directory (merged weights, ~0.5 GB for SmolLM2) in .cache for good; the
     next engine start deletes those whose owner process on this host is gone, and nothing else."""
-    import socket
-
     from parl_mt_lib.backends_vllm import OWNER, reap_stale_workdirs
+
+    from parl_mt_lib.backends_vllm import _owner_tag
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    host = socket.gethostname()
-    owners = {"vllm-dead": f"{dead} {host}", "vllm-live": f"{os.getpid()} {host}", "vllm-elsewhere": f"{dead} other",
-              "vllm-garbled": "not a pid", "vllm-unowned": None}
+    _pid, host, ns = _owner_tag().split()
+    owners = {"vllm-dead": f"{dead} {host} {ns}", "vllm-live": f"{os.getpid()} {host} {ns}",
+              "vllm-other-host": f"{dead} other {ns}", "vllm-other-container": f"{dead} {host} pid:[1]",
+              "vllm-before-owners": f"{dead} {host}", "vllm-garbled": "not a pid", "vllm-unowned": None}
     for name, owner in owners.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "weights.bin").write_bytes(b"x")
