@@ -11,7 +11,8 @@ recipe's tool docs, vLLM serving the adapter merged); every variant is paired wi
 ``make reproduce-small`` build):
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/sft_dev_probe.py --pag results/small/01_pag \\
-        --recipe recipes/smollm2-135m/sft.yaml --view progress --variant recipe: --variant lr2e-3:learning_rate=2e-3
+        --recipe recipes/smollm2-135m/sft.yaml --view progress --variant lr1e-3:learning_rate=1e-3 \\
+        --variant lr2e-3:learning_rate=2e-3
 
 On 2 cores one SmolLM2 SFT-PAG variant is ~20 min of training and a few minutes of play. Prints one JSON line per
 variant and writes ``probe.json`` (dev task ids, per-variant results, provenance) under ``--out``.
@@ -21,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-
-import yaml
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -51,9 +50,10 @@ def dev_tasks(pag_dir, n: int, seed: int) -> list:
 
     card = json.loads((repo_path(pag_dir) / "card.json").read_text())
     cfg = card["config"]
-    if cfg["source"] != "synthetic" or cfg["teacher"] != "template" or seed == cfg["seed"]:
+    own = cfg["synth"].get("seed", cfg["seed"])  # the seed the build's tasks were drawn with
+    if cfg["source"] != "synthetic" or cfg["teacher"] != "template" or seed == own:
         raise ConfigError(f"dev tasks need a synthetic build with the template teacher (the one they are drawn with) "
-                          f"and a seed other than its own ({cfg['seed']})")
+                          f"and a seed other than its own ({own})")
     _splits, built = load_pag(repo_path(pag_dir))
     taken = {_fingerprint(t.gold_calls) for t in built.values()}
     synth = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["synth"].items()}
@@ -101,7 +101,8 @@ def main(argv=None) -> int:
         verdicts[name] = task_verdicts(d)
         losses = [h["loss"] for h in run["log_history"] if "loss" in h]
         ref = variants[0][0]
-        row = {"variant": name, "overrides": overrides, "view": a.view, "n_dev": len(tasks),
+        row = {"variant": name, "overrides": overrides, "learning_rate": recipe.learning_rate,
+               "run_fingerprint": run["fingerprint"], "view": a.view, "n_dev": len(tasks),
                "dev_task_success": res["overall"], "train_runtime_s": round(run["train_runtime_s"], 1),
                "last_losses": losses[-3:],
                "minus_" + ref: paired_bootstrap(verdicts[name], verdicts[ref]) if name != ref else None}

@@ -390,14 +390,19 @@ def device_info() -> dict:
 
 
 def provenance(**extra) -> dict:
-    """Package versions (bfcl-eval included), git SHA, device and a timestamp; ``extra`` is merged in."""
+    """Package versions (bfcl-eval included), git SHA (and ``git_sha_at_start`` where the checkout changed since this
+    process imported the library: a commit or an edit during a long run), device and a timestamp; ``extra`` is
+    merged in."""
     pkgs = {}
     for name in PACKAGES:
         try:
             pkgs[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pkgs[name] = None
-    return {"packages": pkgs, "git_sha": git_sha(), "device": device_info(),
+    sha = git_sha()
+    # a long run whose checkout moved on while it ran (a commit, an edit) says which code it started from
+    started = {} if _GIT_SHA_AT_START in (None, sha) else {"git_sha_at_start": _GIT_SHA_AT_START}
+    return {"packages": pkgs, "git_sha": sha, **started, "device": device_info(),
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
 
 
@@ -565,3 +570,6 @@ def claim_dir(path: str | os.PathLike, card: dict, *, replace: bool = False, wha
     path.mkdir(parents=True, exist_ok=True)
     write_fingerprint(path, card)
     return False
+
+
+_GIT_SHA_AT_START = git_sha()  # this process's code, as the checkout was when parl_mt_lib.runtime was imported

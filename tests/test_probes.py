@@ -87,3 +87,19 @@ def test_pool_probe_reads_the_drawn_tasks_recorded_else_recomputes_them(tmp_path
     assert probe.drawn_ids(run, recipe, pool) == {"t9", "t1", "t4"}
     (run / "iterations.jsonl").write_text(json.dumps({"iteration": 0}) + "\n")  # an older run: the rule, 1 iteration
     assert probe.drawn_ids(run, recipe, pool) == {t.id for t in iteration_batch(recipe, pool, 0)}
+
+
+def test_dev_probe_refuses_repeated_variants_and_builds_it_cannot_draw_from(pag_dir, tmp_path):
+    import shutil
+
+    probe = _script("sft_dev_probe")
+    with pytest.raises(ConfigError, match="share a name"):
+        probe.main(["--pag", str(pag_dir), "--variant", "a:", "--variant", "a:max_steps=2", "--out", str(tmp_path)])
+    other = tmp_path / "hf_teacher"
+    shutil.copytree(pag_dir, other)
+    card = json.loads((other / "card.json").read_text())
+    card["config"]["teacher"] = "hf"
+    (other / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ConfigError, match="template teacher"):
+        probe.dev_tasks(other, 2, seed=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf_teacher"]  # nothing written

@@ -68,3 +68,4 @@ def test_optional_fields_take_none_and_their_type():
     assert load_rl_recipe(RL).clip_eps_high is None
     with pytest.raises(ConfigError, match="task_pool must be an integer"):
         load_rl_recipe(RL, {"task_pool": "all"})
+
