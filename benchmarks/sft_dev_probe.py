@@ -44,20 +44,18 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 def dev_tasks(pag_dir, n: int, seed: int) -> list:
     """``n`` fresh tasks from the build's generator (its synth knobs, seed ``seed``), none equal to a build task."""
-    from parl_mt_lib.pag_build import load_pag
+    from parl_mt_lib.pag_build import PAGConfig, load_pag
     from parl_mt_lib.runtime import ConfigError, repo_path
     from parl_mt_lib.synth import SynthConfig, _fingerprint, synthesize
 
-    card = json.loads((repo_path(pag_dir) / "card.json").read_text())
-    cfg = card["config"]
-    own = cfg["synth"].get("seed", cfg["seed"])  # the seed the build's tasks were drawn with
-    if cfg["source"] != "synthetic" or cfg["teacher"] != "template" or seed == own:
+    cfg = PAGConfig(**json.loads((repo_path(pag_dir) / "card.json").read_text())["config"])
+    own = cfg.synth.get("seed", cfg.seed)  # the seed the build's tasks were drawn with (as pag_build draws them)
+    if cfg.source != "synthetic" or cfg.teacher != "template" or seed == own:
         raise ConfigError(f"dev tasks need a synthetic build with the template teacher (the one they are drawn with) "
                           f"and a seed other than its own ({own})")
     _splits, built = load_pag(repo_path(pag_dir))
     taken = {_fingerprint(t.gold_calls) for t in built.values()}
-    synth = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["synth"].items()}
-    drawn = synthesize(SynthConfig(**{**synth, "n_tasks": 2 * n, "seed": seed}))
+    drawn = synthesize(SynthConfig(**{**cfg.synth, "n_tasks": 2 * n, "seed": seed}))
     fresh = [t for t in drawn if _fingerprint(t.gold_calls) not in taken and t.id not in built]
     if len(fresh) < n:
         raise ConfigError(f"only {len(fresh)} of {n} dev tasks are new; ask for fewer")
@@ -69,6 +67,7 @@ def main(argv=None) -> int:
     from parl_mt_lib.evaluate import evaluate
     from parl_mt_lib.runtime import ConfigError, atomic_write_json, provenance, repo_path, set_threads
     from parl_mt_lib.sft import load_recipe, train_sft
+    from parl_mt_lib.sft_eval import view_context
     from parl_mt_lib.stats import paired_bootstrap
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,18 +88,16 @@ def main(argv=None) -> int:
         raise ConfigError("two --variant share a name (and would share an output directory)")
     recipes = {name: load_recipe(a.recipe, {**ov, "view": a.view, "data": a.pag}) for name, ov in variants}
     tasks = dev_tasks(a.pag, a.n_dev, a.dev_seed)
-    context = "progress" if a.view == "progress" else "full_history"
-    rows, verdicts = [], {}
+    ref, rows, verdicts = variants[0][0], [], {}
     for name, overrides in variants:
         recipe = recipes[name]
         run = train_sft(recipe, out / name / "train")
         d = out / name / "dev"
-        res = evaluate(run["final_dir"], entries=tasks, context=context, tool_docs=recipe.tool_docs,
+        res = evaluate(run["final_dir"], entries=tasks, context=view_context(a.view), tool_docs=recipe.tool_docs,
                        max_new_tokens=a.max_new_tokens, temperature=0.0, rollout_backend="vllm", lora_sync="merged",
                        results_dir=d, progress=False, replace=True)
         verdicts[name] = task_verdicts(d)
         losses = [h["loss"] for h in run["log_history"] if "loss" in h]
-        ref = variants[0][0]
         row = {"variant": name, "overrides": overrides, "learning_rate": recipe.learning_rate,
                "run_fingerprint": run["fingerprint"], "view": a.view, "n_dev": len(tasks),
                "dev_task_success": res["overall"], "train_runtime_s": round(run["train_runtime_s"], 1),

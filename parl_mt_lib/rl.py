@@ -237,13 +237,13 @@ def rl_fingerprint(recipe: RLRecipe, tasks: tuple[list, list] | None = None) -> 
     """The run's card (:mod:`parl_mt_lib.runtime`): the resolved recipe + fingerprints of the starting checkpoint
     and the PAG data (or of the given ``(train, held_out)`` tasks). ``train_rl`` resumes only a directory holding
     the same one."""
-    from .runtime import artifact_card, fingerprint, input_fingerprint, precision
+    from .recipe_io import precision_card
+    from .runtime import artifact_card, fingerprint, input_fingerprint
 
     data = (fingerprint([list(part) for part in tasks]) if tasks is not None
             else input_fingerprint(repo_path(recipe.data)))
-    # how bf16 is applied changes the weights: bf16 weights on a GPU, fp32 weights under autocast on the CPU; an fp32
-    # run's card has no precision key (as every card before the key existed: those runs stand)
-    return artifact_card({**asdict(recipe), **({"precision": precision(recipe.bf16)} if recipe.bf16 else {})},
+    # how bf16 is applied changes the weights (bf16 on a GPU, fp32 under autocast on the CPU); fp32 cards stand as made
+    return artifact_card({**asdict(recipe), **precision_card(recipe.bf16)},
                          {"init": input_fingerprint(recipe.init_path()), "data": data})
 
 

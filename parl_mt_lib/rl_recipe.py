@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .runtime import ConfigError, load_yaml_recipe, repo_path
+from .recipe_io import load_yaml_recipe
+from .runtime import ConfigError, repo_path
 
 METHODS = {"pag_rl": ("progress", "progress"), "mt_grpo": ("full_history", "plain")}  # context, reward view
 

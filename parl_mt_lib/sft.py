@@ -25,8 +25,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .recipe_io import load_yaml_recipe, precision, precision_card
 from .runtime import (ConfigError, artifact_card, atomic_write_json, claim_dir, content_fingerprint, input_fingerprint,
-                      load_yaml_recipe, precision, provenance, read_fingerprint, repo_path, stamp_checkpoint)
+                      provenance, read_fingerprint, repo_path, stamp_checkpoint)
 
 VIEWS = ("progress", "plain")
 SAMPLING = ("random", "group_by_length")  # the train samplers a recipe may name (transformers' train_sampling_strategy)
@@ -361,8 +362,7 @@ def sft_cells(recipe_path, variants, seeds, out_dir, overrides: dict | None = No
             key = f"base-{view}"
         else:
             # the precision only where it depends on the device (bf16), so the fp32 cells made before keep their keys
-            config = {"kind": kind, "recipe": recipe_card(recipe), **evals,
-                      **({"precision": precision(recipe.bf16)} if recipe.bf16 else {})}
+            config = {"kind": kind, "recipe": recipe_card(recipe), **evals, **precision_card(recipe.bf16)}
             key = f"sft-{view}-seed{seed}"
         fp = artifact_card(config, inputs[recipe.model, recipe.data])["fingerprint"]
         cells.append(Cell(key, sft_cell, {"kind": kind, "view": view, "seed": seed, "recipe_path": str(recipe_path),

@@ -41,6 +41,16 @@ from .rewards import format_ok  # one definition of well-formed output, shared w
 CPU_BATCH_TOKENS = 4096
 
 
+def view_context(view: str) -> str:
+    """The context an SFT view's model plays in: the progress view in the progress context, the plain view in BFCL's
+    full history (as 06 plays SFT-PAG and SFT-plain).
+
+    >>> view_context("progress"), view_context("plain")
+    ('progress', 'full_history')
+    """
+    return "progress" if view == "progress" else "full_history"
+
+
 def play(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_tokens: int = 96,
          batch_size: int = 16, policy=None) -> list:
     """Greedy free-running episodes of ``tasks`` in the view's context (``progress`` or full history), through
@@ -52,7 +62,7 @@ def play(model, tok, tasks: list, view: str, tool_docs: str = "none", max_new_to
     from .policies import HFPolicy
     from .rollout import run_episodes
 
-    ctx = make_context("progress" if view == "progress" else "full_history", tool_docs=tool_docs)
+    ctx = make_context(view_context(view), tool_docs=tool_docs)
     if policy is not None:
         return run_episodes(policy, tasks, ctx, batch_size=batch_size, progress=False)
     if getattr(tok, "padding_side", "left") != "left":  # batched generation needs left padding (a copy: the

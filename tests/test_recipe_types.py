@@ -56,7 +56,7 @@ def test_overrides_are_checked_too():
 
 
 def test_generic_and_other_field_types_pass_as_they_are():
-    from parl_mt_lib.runtime import _typed
+    from parl_mt_lib.recipe_io import _typed
 
     assert _typed("xs", [0.1], list[float], "r.yaml") == [0.1]
     assert _typed("turns", (1, 3), tuple[int, int], "r.yaml") == (1, 3)
