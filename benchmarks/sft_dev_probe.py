@@ -39,7 +39,10 @@ def parse_variant(text: str) -> tuple[str, dict]:
     name, _, spec = text.partition(":")
     if not name:
         raise ConfigError(f"--variant takes NAME:KEY=VALUE,..., got {text!r}")
-    return name, parse_sets([item for item in spec.split(",") if item])
+    overrides = parse_sets([item for item in spec.split(",") if item])
+    if {"view", "data"} & set(overrides):  # the probe's own --view and --pag decide them for every variant
+        raise ConfigError(f"--variant {name!r}: set the view and data with --view and --pag, not per variant")
+    return name, overrides
 
 
 def dev_tasks(pag_dir, n: int, seed: int) -> list:
@@ -48,7 +51,10 @@ def dev_tasks(pag_dir, n: int, seed: int) -> list:
     from parl_mt_lib.runtime import ConfigError, repo_path
     from parl_mt_lib.synth import SynthConfig, _fingerprint, synthesize
 
-    cfg = PAGConfig(**json.loads((repo_path(pag_dir) / "card.json").read_text())["config"])
+    try:
+        cfg = PAGConfig(**json.loads((repo_path(pag_dir) / "card.json").read_text())["config"])
+    except (KeyError, TypeError) as err:  # a τ-bench build's card, or one from an older PAGConfig
+        raise ConfigError(f"{pag_dir}: not a synthetic PAG build this code can read ({err!r})") from None
     own = cfg.synth.get("seed", cfg.seed)  # the seed the build's tasks were drawn with (as pag_build draws them)
     if cfg.source != "synthetic" or cfg.teacher != "template" or seed == own:
         raise ConfigError(f"dev tasks need a synthetic build with the template teacher (the one they are drawn with) "

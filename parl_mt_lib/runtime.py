@@ -319,9 +319,10 @@ def device_info() -> dict:
 
 
 def provenance(**extra) -> dict:
-    """Package versions (bfcl-eval included), git SHA (and ``git_sha_at_start`` where the checkout changed since this
-    process imported the library: a commit or an edit during a long run), device and a timestamp; ``extra`` is
-    merged in."""
+    """Package versions (bfcl-eval included), git SHA (and ``git_sha_at_start`` where HEAD or the clean/dirty state of
+    tracked files changed since this process imported the library -- a commit during a long run; an edit to an
+    untracked file, or a further edit to an already dirty tree, does not show; a worker process records its own
+    import), device and a timestamp; ``extra`` is merged in."""
     pkgs = {}
     for name in PACKAGES:
         try:

@@ -23,13 +23,13 @@ def _script(name: str):
 @pytest.mark.parametrize("text,want", [
     ("recipe:", ("recipe", {})),
     ("lr:learning_rate=2e-3", ("lr", {"learning_rate": "2e-3"})),  # the recipe loader makes it 0.002
-    ("b:max_steps=200,bf16=false,view=plain", ("b", {"max_steps": 200, "bf16": False, "view": "plain"})),
+    ("b:max_steps=200,bf16=false", ("b", {"max_steps": 200, "bf16": False})),
 ])
 def test_dev_probe_reads_variants(text, want):
     assert _script("sft_dev_probe").parse_variant(text) == want
 
 
-@pytest.mark.parametrize("text", ["lr:learning_rate", ":max_steps=2"])
+@pytest.mark.parametrize("text", ["lr:learning_rate", ":max_steps=2", "p:view=plain", "d:data=elsewhere"])
 def test_dev_probe_refuses_a_variant_it_cannot_read(text):
     with pytest.raises(ConfigError):
         _script("sft_dev_probe").parse_variant(text)
@@ -101,5 +101,8 @@ def test_dev_probe_refuses_repeated_variants_and_builds_it_cannot_draw_from(pag_
     card["config"]["teacher"] = "hf"
     (other / "card.json").write_text(json.dumps(card))
     with pytest.raises(ConfigError, match="template teacher"):
+        probe.dev_tasks(other, 2, seed=1)
+    (other / "card.json").write_text(json.dumps({"source": "tau2"}))  # a τ-bench build's card has no config
+    with pytest.raises(ConfigError, match="not a synthetic PAG build"):
         probe.dev_tasks(other, 2, seed=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf_teacher"]  # nothing written
