@@ -1,9 +1,7 @@
 """Choose an SFT hyperparameter on a dev split, never on evaluation entries: train each variant, play it on dev tasks.
 
-The dev tasks are fresh draws of the PAG build's own task generator (``synth.synthesize`` with the build's curriculum
-knobs and another seed): the same distribution as the build's held-out tasks, none of them a training task or an
-evaluation task (a candidate whose gold call sequence equals any task of the build, train or held out, is dropped, as
-the build drops duplicates; ids ``synth_<dev_seed>_*`` never collide with the build's). Each variant is the recipe
+The dev tasks are fresh draws of the PAG build's own task generator, none a training or evaluation task
+(:func:`parl_mt_lib.dev_split.dev_tasks`). Each variant is the recipe
 with its overrides, trained by :func:`parl_mt_lib.sft.train_sft` (fingerprinted, resumable) and played greedily on
 the dev tasks by :func:`parl_mt_lib.evaluate.evaluate` as notebook 06 plays held-out tasks (the view's context, the
 recipe's tool docs, vLLM serving the adapter merged); every variant is paired with the first over tasks
@@ -24,54 +22,11 @@ import json
 import time
 
 
-def parse_variant(text: str) -> tuple[str, dict]:
-    """``name:key=value,key=value`` -> ``(name, overrides)``; values are read as YAML (``launch.parse_sets``; the
-    recipe loader then checks their types, ``2e-3`` included).
-
-    >>> parse_variant("lr2e-3:learning_rate=2e-3,max_steps=10")
-    ('lr2e-3', {'learning_rate': '2e-3', 'max_steps': 10})
-    >>> parse_variant("recipe:")
-    ('recipe', {})
-    """
-    from parl_mt_lib.launch import parse_sets
-    from parl_mt_lib.runtime import ConfigError
-
-    name, _, spec = text.partition(":")
-    if not name:
-        raise ConfigError(f"--variant takes NAME:KEY=VALUE,..., got {text!r}")
-    overrides = parse_sets([item for item in spec.split(",") if item])
-    if {"view", "data"} & set(overrides):  # the probe's own --view and --pag decide them for every variant
-        raise ConfigError(f"--variant {name!r}: set the view and data with --view and --pag, not per variant")
-    return name, overrides
-
-
-def dev_tasks(pag_dir, n: int, seed: int) -> list:
-    """``n`` fresh tasks from the build's generator (its synth knobs, seed ``seed``), none equal to a build task."""
-    from parl_mt_lib.pag_build import PAGConfig, load_pag
-    from parl_mt_lib.runtime import ConfigError, repo_path
-    from parl_mt_lib.synth import SynthConfig, _fingerprint, synthesize
-
-    try:
-        cfg = PAGConfig(**json.loads((repo_path(pag_dir) / "card.json").read_text())["config"])
-    except (KeyError, TypeError) as err:  # a τ-bench build's card, or one from an older PAGConfig
-        raise ConfigError(f"{pag_dir}: not a synthetic PAG build this code can read ({err!r})") from None
-    own = cfg.synth.get("seed", cfg.seed)  # the seed the build's tasks were drawn with (as pag_build draws them)
-    if cfg.source != "synthetic" or cfg.teacher != "template" or seed == own:
-        raise ConfigError(f"dev tasks need a synthetic build with the template teacher (the one they are drawn with) "
-                          f"and a seed other than its own ({own})")
-    _splits, built = load_pag(repo_path(pag_dir))
-    taken = {_fingerprint(t.gold_calls) for t in built.values()}
-    drawn = synthesize(SynthConfig(**{**cfg.synth, "n_tasks": 2 * n, "seed": seed}))
-    fresh = [t for t in drawn if _fingerprint(t.gold_calls) not in taken and t.id not in built]
-    if len(fresh) < n:
-        raise ConfigError(f"only {len(fresh)} of {n} dev tasks are new; ask for fewer")
-    return fresh[:n]
-
-
 def main(argv=None) -> int:
     from parl_mt_lib.compare import task_verdicts
+    from parl_mt_lib.dev_split import dev_tasks, parse_variant, unique_names
     from parl_mt_lib.evaluate import evaluate
-    from parl_mt_lib.runtime import ConfigError, atomic_write_json, provenance, repo_path, set_threads
+    from parl_mt_lib.runtime import atomic_write_json, provenance, repo_path, set_threads
     from parl_mt_lib.sft import load_recipe, train_sft
     from parl_mt_lib.sft_eval import view_context
     from parl_mt_lib.stats import paired_bootstrap
@@ -90,8 +45,7 @@ def main(argv=None) -> int:
     set_threads(a.threads)
     t0, out = time.time(), repo_path(a.out) / a.view
     variants = [parse_variant(v) for v in (a.variant or ["recipe:"])]
-    if len({name for name, _ in variants}) < len(variants):
-        raise ConfigError("two --variant share a name (and would share an output directory)")
+    unique_names(variants)
     recipes = {name: load_recipe(a.recipe, {**ov, "view": a.view, "data": a.pag}) for name, ov in variants}
     tasks = dev_tasks(a.pag, a.n_dev, a.dev_seed)
     ref, rows, verdicts = variants[0][0], [], {}

@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .runtime import REPO_ROOT, ConfigError
@@ -38,6 +39,41 @@ def _smollm2() -> Path:
 
 # model specs built here (cached) rather than found on disk or the hub: name -> builder of the directory
 MODEL_SPECS = {"toy": _toy, "smollm2": _smollm2}
+# the cache directory name of each spec, less its content key (``toy-<key>``, ``smollm2-135m-instruct-<gguf sha>``)
+SPEC_CACHE_PREFIX = {"toy": "toy", "smollm2": "smollm2-135m-instruct"}
+
+
+def adapter_base(adapter_dir) -> str:
+    """The base model of a PEFT adapter directory: ``base_model_name_or_path`` as saved (an absolute path for our
+    specs' cached models) or, when that path is gone -- results copied from another checkout or machine, e.g. a
+    fresh-clone run's ``results/small`` -- this checkout's cached model of the same name. Cache names carry their
+    content key, so the same name is the same weights; a spec's cache is built if it is missing. A base that is
+    neither stops with one line. (PEFT itself only tries the saved string, as a path or a hub id.)
+
+    >>> import json, tempfile; from pathlib import Path
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/gone/.cache/toy-0"}))
+    >>> adapter_base(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    parl_mt_lib.runtime.ConfigError: adapter ... names base model '/gone/.cache/toy-0', which is not here and not a model this checkout builds; put the base model at that path, or retrain the adapter here
+    """
+    from .runtime import cache_dir
+
+    named = json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    path = Path(named).expanduser()
+    if not path.is_absolute() or path.exists():
+        return resolve_model_path(named)  # a spec, a relative or existing directory, or a hub id
+    local = cache_dir() / path.name
+    for spec, prefix in SPEC_CACHE_PREFIX.items():
+        if (local / "config.json").exists() or path.name.rsplit("-", 1)[0] != prefix:
+            continue
+        if Path(resolve_model_path(spec)).name == path.name:  # builds the spec's cache here: same key, same weights
+            break
+    if not (local / "config.json").exists():
+        raise ConfigError(f"adapter {adapter_dir} names base model {named!r}, which is not here and not a model this "
+                          "checkout builds; put the base model at that path, or retrain the adapter here")
+    return str(local)
 
 
 def resolve_model_path(spec: str) -> str:
@@ -72,9 +108,10 @@ def load_model(spec: str = "toy", *, dtype=None, device: str | None = None):
     try:
         adapter = Path(path, "adapter_config.json")
         if adapter.exists():
-            from peft import AutoPeftModelForCausalLM
+            from peft import PeftModel
 
-            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype)
+            base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=dtype)
+            model = PeftModel.from_pretrained(base, path)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(path)

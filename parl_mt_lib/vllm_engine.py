@@ -82,18 +82,14 @@ def die_with_parent(parent: int):
 def adapter_of(path: str) -> dict | None:
     """A PEFT adapter directory's base model directory and LoRA rank (``None`` for a full model directory); a
     base that is not a local model directory stops with one line."""
-    from .models import resolve_model_path
+    from .models import adapter_base
 
     file = Path(path) / "adapter_config.json"
     if not file.exists() or (Path(path) / "config.json").exists():
         return None
     cfg = json.loads(file.read_text())
-    named = cfg.get("base_model_name_or_path")
-    try:
-        base = resolve_model_path(named) if named else None
-    except ConfigError:
-        base = None
-    if not base or not (Path(base) / "config.json").exists():
-        raise ConfigError(f"adapter {path}: its base model {named!r} is not a local model directory; merge the "
+    base = adapter_base(path)  # as saved, or this checkout's cached copy of it
+    if not (Path(base) / "config.json").exists():
+        raise ConfigError(f"adapter {path}: its base model {base!r} is not a local model directory; merge the "
                           "adapter (merge_and_unload) or use rollout_backend: hf")
     return {"base": base, "rank": int(max([cfg.get("r") or 8, *(cfg.get("rank_pattern") or {}).values()]))}

@@ -8,6 +8,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
+from parl_mt_lib.dev_split import dev_tasks, parse_variant
 from parl_mt_lib.runtime import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,13 +27,13 @@ def _script(name: str):
     ("b:max_steps=200,bf16=false", ("b", {"max_steps": 200, "bf16": False})),
 ])
 def test_dev_probe_reads_variants(text, want):
-    assert _script("sft_dev_probe").parse_variant(text) == want
+    assert parse_variant(text) == want
 
 
 @pytest.mark.parametrize("text", ["lr:learning_rate", ":max_steps=2", "p:view=plain", "d:data=elsewhere"])
 def test_dev_probe_refuses_a_variant_it_cannot_read(text):
     with pytest.raises(ConfigError):
-        _script("sft_dev_probe").parse_variant(text)
+        parse_variant(text)
 
 
 def test_dev_tasks_drop_a_draw_equal_to_a_build_task(pag_dir, monkeypatch):
@@ -40,7 +41,6 @@ def test_dev_tasks_drop_a_draw_equal_to_a_build_task(pag_dir, monkeypatch):
     import parl_mt_lib.synth as synth
     from parl_mt_lib.pag_build import load_pag
 
-    probe = _script("sft_dev_probe")
     _splits, built = load_pag(pag_dir)
     real = synth.synthesize
 
@@ -50,7 +50,7 @@ def test_dev_tasks_drop_a_draw_equal_to_a_build_task(pag_dir, monkeypatch):
         return [tasks[0], type(copy)(**{**vars(copy), "id": "synth_1_copy"}), *tasks[1:]]
 
     monkeypatch.setattr(synth, "synthesize", with_a_copy)
-    assert "synth_1_copy" not in {t.id for t in probe.dev_tasks(pag_dir, 6, seed=1)}
+    assert "synth_1_copy" not in {t.id for t in dev_tasks(pag_dir, 6, seed=1)}
 
 
 def test_dev_tasks_are_new_draws_of_the_builds_generator(pag_dir):
@@ -58,18 +58,17 @@ def test_dev_tasks_are_new_draws_of_the_builds_generator(pag_dir):
     from parl_mt_lib.pag_build import load_pag
     from parl_mt_lib.synth import _fingerprint
 
-    probe = _script("sft_dev_probe")
     _splits, built = load_pag(pag_dir)
-    dev = probe.dev_tasks(pag_dir, 6, seed=1)
+    dev = dev_tasks(pag_dir, 6, seed=1)
     assert len(dev) == 6 and len({t.id for t in dev}) == 6
     assert not {t.id for t in dev} & set(built)
     assert not {_fingerprint(t.gold_calls) for t in dev} & {_fingerprint(t.gold_calls) for t in built.values()}
     card = json.loads((pag_dir / "card.json").read_text())["config"]["synth"]
     assert {c for t in dev for c in t.involved_classes} <= set(card["classes"])
     assert all(len(turn) == 1 for t in dev for turn in t.gold_calls if turn)  # the build's calls_per_turn (1, 1)
-    assert [t.id for t in probe.dev_tasks(pag_dir, 6, seed=1)] == [t.id for t in dev]  # deterministic
+    assert [t.id for t in dev_tasks(pag_dir, 6, seed=1)] == [t.id for t in dev]  # deterministic
     with pytest.raises(ConfigError, match="seed other than its own"):
-        probe.dev_tasks(pag_dir, 6, seed=0)
+        dev_tasks(pag_dir, 6, seed=0)
 
 
 def test_pool_probe_reads_the_drawn_tasks_recorded_else_recomputes_them(tmp_path):
@@ -101,8 +100,39 @@ def test_dev_probe_refuses_repeated_variants_and_builds_it_cannot_draw_from(pag_
     card["config"]["teacher"] = "hf"
     (other / "card.json").write_text(json.dumps(card))
     with pytest.raises(ConfigError, match="template teacher"):
-        probe.dev_tasks(other, 2, seed=1)
+        dev_tasks(other, 2, seed=1)
     (other / "card.json").write_text(json.dumps({"source": "tau2"}))  # a τ-bench build's card has no config
     with pytest.raises(ConfigError, match="not a synthetic PAG build"):
-        probe.dev_tasks(other, 2, seed=1)
+        dev_tasks(other, 2, seed=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf_teacher"]  # nothing written
+
+
+@pytest.mark.parametrize("key", ["init", "data", "eval_tasks", "seed"])
+def test_rl_dev_probe_refuses_per_variant_inputs_and_held_out_play(key, tmp_path):
+    """Every RL variant starts from one checkpoint and data; none plays the run's held-out (evaluation) tasks."""
+    probe = _script("rl_dev_probe")
+    with pytest.raises(ConfigError, match=key):
+        probe.main(["--variant", f"v:{key}=1", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_rl_dev_probe_trains_without_held_out_tasks(monkeypatch, tmp_path):
+    """The probe's recipes have eval_tasks 0, so train_rl never plays an evaluation entry while choosing."""
+    probe = _script("rl_dev_probe")
+    import parl_mt_lib.dev_split as dev_split
+    import parl_mt_lib.evaluate as ev
+    import parl_mt_lib.rl as rl
+
+    seen = {}
+
+    def fake_train(recipe, out, **kw):
+        seen["eval_tasks"], seen["kw"] = recipe.eval_tasks, kw
+        raise SystemExit(0)
+
+    monkeypatch.setattr(dev_split, "dev_tasks", lambda *a, **k: [])
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: {"overall": 0.0})
+    monkeypatch.setattr("parl_mt_lib.compare.task_verdicts", lambda d: {})
+    monkeypatch.setattr(rl, "train_rl", fake_train)
+    with pytest.raises(SystemExit):
+        probe.main(["--variant", "lr:learning_rate=3e-4", "--out", str(tmp_path)])
+    assert seen == {"eval_tasks": 0, "kw": {}}
