@@ -20,6 +20,7 @@ Every module has one job (dependency order, roughly bottom-up):
 * ``engine_pool``      one started evaluation engine reused across ``evaluate`` calls with the same key (06)
 * ``synth``            synthetic training tasks from environment interaction (perturbed states, rejection sampling)
 * ``splits``           train/test hygiene: overlap rules and checks, BFCL hold-out splits
+* ``dev_split``        dev tasks for choosing hyperparameters, never evaluation entries (the ``*_dev_probe`` scripts)
 * ``recipe_io``        YAML recipe -> dataclass, value types checked; what a recipe's bf16 means on this machine
 * ``progress``         teachers (template | hf | openai) and the teacher policy
 * ``pag``              per-step PAG examples, verification, augmentation, SFT views
