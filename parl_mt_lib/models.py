@@ -46,34 +46,32 @@ SPEC_CACHE_PREFIX = {"toy": "toy", "smollm2": "smollm2-135m-instruct"}
 def adapter_base(adapter_dir) -> str:
     """The base model of a PEFT adapter directory: ``base_model_name_or_path`` as saved (an absolute path for our
     specs' cached models) or, when that path is gone -- results copied from another checkout or machine, e.g. a
-    fresh-clone run's ``results/small`` -- this checkout's cached model of the same name. Cache names carry their
-    content key, so the same name is the same weights; a spec's cache is built if it is missing. A base that is
-    neither stops with one line. (PEFT itself only tries the saved string, as a path or a hub id.)
+    fresh-clone run's ``results/small`` -- this checkout's build of the same spec, if it has the same name: spec
+    caches are named by content (``toy-<key>``, ``smollm2-135m-instruct-<gguf sha>``), and the build checks its own
+    stamp. Any other base that is gone stops with one line. (PEFT itself only tries the saved string, as a path or a
+    hub id.)
 
     >>> import json, tempfile; from pathlib import Path
     >>> d = Path(tempfile.mkdtemp())
-    >>> _ = (d / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/gone/.cache/toy-0"}))
+    >>> _ = (d / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/gone/.cache/Qwen2.5-7B"}))
     >>> adapter_base(d)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    parl_mt_lib.runtime.ConfigError: adapter ... names base model '/gone/.cache/toy-0', which is not here and not a model this checkout builds; put the base model at that path, or retrain the adapter here
+    parl_mt_lib.runtime.ConfigError: adapter ... names base model '/gone/.cache/Qwen2.5-7B', which is not here and not this checkout's build of a model spec; put the base model at that path, or retrain the adapter here
     """
-    from .runtime import cache_dir
-
     named = json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    if not named:
+        raise ConfigError(f"adapter {adapter_dir}: adapter_config.json names no base model; retrain the adapter")
     path = Path(named).expanduser()
     if not path.is_absolute() or path.exists():
         return resolve_model_path(named)  # a spec, a relative or existing directory, or a hub id
-    local = cache_dir() / path.name
     for spec, prefix in SPEC_CACHE_PREFIX.items():
-        if (local / "config.json").exists() or path.name.rsplit("-", 1)[0] != prefix:
-            continue
-        if Path(resolve_model_path(spec)).name == path.name:  # builds the spec's cache here: same key, same weights
-            break
-    if not (local / "config.json").exists():
-        raise ConfigError(f"adapter {adapter_dir} names base model {named!r}, which is not here and not a model this "
-                          "checkout builds; put the base model at that path, or retrain the adapter here")
-    return str(local)
+        if path.name.rsplit("-", 1)[0] == prefix:
+            built = resolve_model_path(spec)  # this checkout's cache of the spec, built or stamp-checked here
+            if Path(built).name == path.name:  # the same content key: the same weights
+                return built
+    raise ConfigError(f"adapter {adapter_dir} names base model {named!r}, which is not here and not this checkout's "
+                      "build of a model spec; put the base model at that path, or retrain the adapter here")
 
 
 def resolve_model_path(spec: str) -> str:

@@ -309,15 +309,18 @@ def evaluate_sft_model(path, view: str, recipe: SFTRecipe, eval_limit: int | Non
     play of ``task_limit`` tasks (task success, format validity, step / call accuracy along the model's own
     trajectory), and teacher-forced ``tf_*`` diagnosis metrics on ``eval_limit`` gold-context steps (not comparable
     across views: the progress view's gold context names the next call)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from .models import load_model
     from .pag_build import load_pag
     from .sft_eval import play, teacher_forced_metrics, trajectory_metrics
 
     splits, tasks = load_pag(repo_path(recipe.data))
     val = splits["validation"]
     val_tasks = [tasks[i] for i in sorted({e["task_id"] for e in val})][:task_limit]
-    model = AutoModelForCausalLM.from_pretrained(path).to(training_device()).eval()  # where it was trained
+    # load_model: an adapter's base is found even when the saved base path is gone (results from another checkout);
+    # dtype "auto" as from_pretrained's own default, on the device it was trained on
+    model = load_model(str(path), dtype="auto")[0].to(training_device()).eval()
     tok = AutoTokenizer.from_pretrained(path)
     m = trajectory_metrics(play(model, tok, val_tasks, view, recipe.tool_docs), view)
     tf = teacher_forced_metrics(model, tok, val, tasks, view, recipe.tool_docs, limit=eval_limit)
