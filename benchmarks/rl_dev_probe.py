@@ -16,13 +16,19 @@ beside it. Run from the repository root after notebooks 01-02 (e.g. ``make repro
 
 On 2 cores one SmolLM2 variant at the recipe's budget (3 iterations of 4 tasks x 4) is ~8 min of training and a few
 minutes of play. Prints one JSON line per checkpoint and writes ``probe.json`` (dev task ids, rows, provenance)
-under ``--out``/<method>; a rerun resumes a variant whose recipe and inputs are unchanged.
+under ``--out``/<method>, with the starting checkpoint's and each run's fingerprint; a rerun resumes a variant whose
+recipe and inputs are unchanged and stops with one line at one whose recipe or starting checkpoint changed (pass
+another ``--out``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+
+
+# the recipe keys that decide how a checkpoint is played on the dev tasks (the start with the recipe's, so all alike)
+PLAY_KEYS = ("tool_docs", "max_new_tokens", "rollout_backend", "lora_sync", "generation_batch_size")
 
 
 def training_summary(rows: list[dict]) -> dict:
@@ -40,9 +46,10 @@ def main(argv=None) -> int:
     from parl_mt_lib.compare import task_verdicts
     from parl_mt_lib.dev_split import dev_tasks, parse_variant, unique_names
     from parl_mt_lib.evaluate import evaluate
-    from parl_mt_lib.rl import train_rl
+    from parl_mt_lib.rl import rl_fingerprint, train_rl
     from parl_mt_lib.rl_recipe import context_mode, load_rl_recipe
-    from parl_mt_lib.runtime import atomic_write_json, provenance, read_jsonl, repo_path, set_threads
+    from parl_mt_lib.runtime import (atomic_write_json, input_fingerprint, provenance, read_jsonl, repo_path,
+                                     set_threads)
     from parl_mt_lib.stats import paired_bootstrap
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,13 +61,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the updates (2 cores: 2)")
     ap.add_argument("--out", default="results/small/rl_dev_probe")
     a = ap.parse_args(argv)
-    set_threads(a.threads)
-    variants = [parse_variant(v, reserved=("data", "init", "eval_tasks", "seed"))
+    # what every variant shares: its start and data, no held-out play, and how the start and it are played
+    variants = [parse_variant(v, reserved=("data", "init", "eval_tasks", "seed", "method", *PLAY_KEYS))
                 for v in (a.variant or ["recipe:"])]
-    unique_names(variants)
+    unique_names(variants, taken=("start",))
     # eval_tasks 0: the run's held-out tasks are evaluation entries, never played while choosing
     recipes = {n: load_rl_recipe(a.recipe, {**ov, "seed": a.seed, "eval_tasks": 0}) for n, ov in variants}
     ref = recipes[variants[0][0]]
+    set_threads(a.threads)
     t0, out = time.time(), repo_path(a.out) / ref.method
     tasks = dev_tasks(ref.data, a.n_dev, a.dev_seed)  # every variant shares data and init (reserved keys)
     rows, verdicts = [], {}
@@ -75,7 +83,8 @@ def main(argv=None) -> int:
         return res["overall"]
 
     start = play("start", ref.init_path(), ref)
-    rows.append({"variant": "start", "checkpoint": ref.init_path(), "n_dev": len(tasks), "dev_task_success": start})
+    rows.append({"variant": "start", "checkpoint": ref.init_path(), "n_dev": len(tasks), "dev_task_success": start,
+                 "checkpoint_fingerprint": input_fingerprint(ref.init_path())})
     print(json.dumps(rows[-1]), flush=True)
     for name, overrides in variants:
         recipe = recipes[name]
@@ -86,7 +95,8 @@ def main(argv=None) -> int:
                "group_size": recipe.group_size, "n_dev": len(tasks),
                "dev_task_success": play(name, m["final_dir"], recipe),
                "training": training_summary(read_jsonl(train / "iterations.jsonl")),
-               "train_wall_s": m["provenance"].get("wall_clock_s")}
+               "run_fingerprint": rl_fingerprint(recipe)["fingerprint"],
+               "train_wall_s": m["provenance"].get("wall_clock_s")}  # this invocation's (a resumed run: less)
         row["minus_start"] = paired_bootstrap(verdicts[name], verdicts["start"])
         row["changed"] = {"gained": sum(verdicts[name][i] > verdicts["start"][i] for i in verdicts["start"]),
                           "lost": sum(verdicts[name][i] < verdicts["start"][i] for i in verdicts["start"])}

@@ -42,11 +42,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training (2 cores: 2)")
     ap.add_argument("--out", default="results/small/sft_dev_probe")
     a = ap.parse_args(argv)
-    set_threads(a.threads)
     t0, out = time.time(), repo_path(a.out) / a.view
     variants = [parse_variant(v) for v in (a.variant or ["recipe:"])]
     unique_names(variants)
     recipes = {name: load_recipe(a.recipe, {**ov, "view": a.view, "data": a.pag}) for name, ov in variants}
+    set_threads(a.threads)
     tasks = dev_tasks(a.pag, a.n_dev, a.dev_seed)
     ref, rows, verdicts = variants[0][0], [], {}
     for name, overrides in variants:

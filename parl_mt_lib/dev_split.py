@@ -26,8 +26,8 @@ def parse_variant(text: str, reserved: tuple[str, ...] = ("view", "data")) -> tu
     from .runtime import ConfigError
 
     name, _, spec = text.partition(":")
-    if not name:
-        raise ConfigError(f"--variant takes NAME:KEY=VALUE,..., got {text!r}")
+    if not name or "/" in name or name.startswith("."):  # the name is a directory under the probe's --out
+        raise ConfigError(f"--variant takes NAME:KEY=VALUE,... with a plain NAME (no '/', no leading '.'), got {text!r}")
     overrides = parse_sets([item for item in spec.split(",") if item])
     if set(reserved) & set(overrides):
         raise ConfigError(f"--variant {name!r}: {', '.join(sorted(set(reserved) & set(overrides)))} is set by the "
@@ -35,12 +35,15 @@ def parse_variant(text: str, reserved: tuple[str, ...] = ("view", "data")) -> tu
     return name, overrides
 
 
-def unique_names(variants: list[tuple[str, dict]]) -> None:
-    """Two variants with one name would share an output directory: one line."""
+def unique_names(variants: list[tuple[str, dict]], taken: tuple[str, ...] = ()) -> None:
+    """Two variants with one name would share an output directory, as would a variant named like one of the
+    probe's own directories (``taken``): one line."""
     from .runtime import ConfigError
 
     if len({name for name, _ in variants}) < len(variants):
         raise ConfigError("two --variant share a name (and would share an output directory)")
+    if {name for name, _ in variants} & set(taken):
+        raise ConfigError(f"--variant names {sorted(taken)} are the probe's own; pick another name")
 
 
 def dev_tasks(pag_dir, n: int, seed: int) -> list:

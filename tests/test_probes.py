@@ -30,7 +30,8 @@ def test_dev_probe_reads_variants(text, want):
     assert parse_variant(text) == want
 
 
-@pytest.mark.parametrize("text", ["lr:learning_rate", ":max_steps=2", "p:view=plain", "d:data=elsewhere"])
+@pytest.mark.parametrize("text", ["lr:learning_rate", ":max_steps=2", "p:view=plain", "d:data=elsewhere",
+                                  "../up:max_steps=2", "a/b:max_steps=2", ".hidden:max_steps=2"])
 def test_dev_probe_refuses_a_variant_it_cannot_read(text):
     with pytest.raises(ConfigError):
         parse_variant(text)
@@ -107,12 +108,20 @@ def test_dev_probe_refuses_repeated_variants_and_builds_it_cannot_draw_from(pag_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf_teacher"]  # nothing written
 
 
-@pytest.mark.parametrize("key", ["init", "data", "eval_tasks", "seed"])
+@pytest.mark.parametrize("key", ["init", "data", "eval_tasks", "seed", "method", "tool_docs", "max_new_tokens",
+                                 "rollout_backend", "lora_sync", "generation_batch_size"])
 def test_rl_dev_probe_refuses_per_variant_inputs_and_held_out_play(key, tmp_path):
-    """Every RL variant starts from one checkpoint and data; none plays the run's held-out (evaluation) tasks."""
+    """Every RL variant starts from one checkpoint and data and is played as the start is; none plays the run's
+    held-out (evaluation) tasks."""
     probe = _script("rl_dev_probe")
     with pytest.raises(ConfigError, match=key):
         probe.main(["--variant", f"v:{key}=1", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_rl_dev_probe_refuses_a_variant_named_like_the_start(tmp_path):
+    with pytest.raises(ConfigError, match="probe's own"):
+        _script("rl_dev_probe").main(["--variant", "start:learning_rate=3e-4", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
 
@@ -129,10 +138,14 @@ def test_rl_dev_probe_trains_without_held_out_tasks(monkeypatch, tmp_path):
         seen["eval_tasks"], seen["kw"] = recipe.eval_tasks, kw
         raise SystemExit(0)
 
-    monkeypatch.setattr(dev_split, "dev_tasks", lambda *a, **k: [])
-    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: {"overall": 0.0})
+    dev = [NS(id="synth_1_0")]
+    played = []
+    monkeypatch.setattr(dev_split, "dev_tasks", lambda *a, **k: dev)
+    monkeypatch.setattr(ev, "evaluate", lambda policy, **k: played.append((policy, k["entries"])) or {"overall": 0.0})
     monkeypatch.setattr("parl_mt_lib.compare.task_verdicts", lambda d: {})
     monkeypatch.setattr(rl, "train_rl", fake_train)
+    monkeypatch.setattr("parl_mt_lib.runtime.input_fingerprint", lambda path: "fp")  # no checkpoint in a fresh clone
     with pytest.raises(SystemExit):
         probe.main(["--variant", "lr:learning_rate=3e-4", "--out", str(tmp_path)])
     assert seen == {"eval_tasks": 0, "kw": {}}
+    assert played == [("results/small/02_sft/progress/seed0/final", dev)]  # the start, on the dev tasks only
