@@ -27,10 +27,6 @@ import json
 import time
 
 
-# the recipe keys that decide how a checkpoint is played on the dev tasks (the start with the recipe's, so all alike)
-PLAY_KEYS = ("tool_docs", "max_new_tokens", "rollout_backend", "lora_sync", "generation_batch_size")
-
-
 def training_summary(rows: list[dict]) -> dict:
     """Per-iteration signal of an RL run (``iterations.jsonl`` rows), for the why when RL does not help.
 
@@ -47,10 +43,10 @@ def main(argv=None) -> int:
     from parl_mt_lib.dev_split import dev_tasks, parse_variant, unique_names
     from parl_mt_lib.evaluate import evaluate
     from parl_mt_lib.rl import rl_fingerprint, train_rl
-    from parl_mt_lib.rl_recipe import context_mode, load_rl_recipe
+    from parl_mt_lib.rl_recipe import PLAY_FIELDS, load_rl_recipe, play_kwargs
     from parl_mt_lib.runtime import (atomic_write_json, input_fingerprint, provenance, read_jsonl, repo_path,
                                      set_threads)
-    from parl_mt_lib.stats import paired_bootstrap
+    from parl_mt_lib.stats import changed, paired_bootstrap
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="recipes/smollm2-135m/pag_rl.yaml")
@@ -62,7 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/small/rl_dev_probe")
     a = ap.parse_args(argv)
     # what every variant shares: its start and data, no held-out play, and how the start and it are played
-    variants = [parse_variant(v, reserved=("data", "init", "eval_tasks", "seed", "method", *PLAY_KEYS))
+    variants = [parse_variant(v, reserved=("data", "init", "eval_tasks", "seed", "method", *PLAY_FIELDS))
                 for v in (a.variant or ["recipe:"])]
     unique_names(variants, taken=("start",))
     # eval_tasks 0: the run's held-out tasks are evaluation entries, never played while choosing
@@ -73,16 +69,13 @@ def main(argv=None) -> int:
     tasks = dev_tasks(ref.data, a.n_dev, a.dev_seed)  # every variant shares data and init (reserved keys)
     rows, verdicts = [], {}
 
-    def play(name, policy, recipe):
+    def play(name, policy):  # every variant is played as the start is (its play fields are reserved)
         d = out / name / "dev"
-        res = evaluate(policy, entries=tasks, context=context_mode(recipe), tool_docs=recipe.tool_docs,
-                       max_new_tokens=recipe.max_new_tokens, temperature=0.0, lora_sync=recipe.lora_sync,
-                       rollout_backend=recipe.rollout_backend, batch_size=recipe.generation_batch_size,
-                       results_dir=d, progress=False, replace=True)
+        res = evaluate(policy, entries=tasks, **play_kwargs(ref), results_dir=d, progress=False, replace=True)
         verdicts[name] = task_verdicts(d)
         return res["overall"]
 
-    start = play("start", ref.init_path(), ref)
+    start = play("start", ref.init_path())
     rows.append({"variant": "start", "checkpoint": ref.init_path(), "n_dev": len(tasks), "dev_task_success": start,
                  "checkpoint_fingerprint": input_fingerprint(ref.init_path())})
     print(json.dumps(rows[-1]), flush=True)
@@ -93,13 +86,12 @@ def main(argv=None) -> int:
         row = {"variant": name, "overrides": overrides, "learning_rate": recipe.learning_rate,
                "iterations": recipe.iterations, "tasks_per_iteration": recipe.tasks_per_iteration,
                "group_size": recipe.group_size, "n_dev": len(tasks),
-               "dev_task_success": play(name, m["final_dir"], recipe),
+               "dev_task_success": play(name, m["final_dir"]),
                "training": training_summary(read_jsonl(train / "iterations.jsonl")),
                "run_fingerprint": rl_fingerprint(recipe)["fingerprint"],
                "train_wall_s": m["provenance"].get("wall_clock_s")}  # this invocation's (a resumed run: less)
         row["minus_start"] = paired_bootstrap(verdicts[name], verdicts["start"])
-        row["changed"] = {"gained": sum(verdicts[name][i] > verdicts["start"][i] for i in verdicts["start"]),
-                          "lost": sum(verdicts[name][i] < verdicts["start"][i] for i in verdicts["start"])}
+        row["changed"] = changed(verdicts[name], verdicts["start"])
         rows.append(row)
         print(json.dumps(row), flush=True)
     atomic_write_json(out / "probe.json", {"rows": rows, "dev_task_ids": [t.id for t in tasks], "recipe": a.recipe,

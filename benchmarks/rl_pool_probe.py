@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     from parl_mt_lib.compare import task_verdicts
     from parl_mt_lib.evaluate import evaluate
     from parl_mt_lib.rl import rl_fingerprint
-    from parl_mt_lib.rl_recipe import RLRecipe, context_mode, rl_tasks
+    from parl_mt_lib.rl_recipe import RLRecipe, play_kwargs, rl_tasks
     from parl_mt_lib.runtime import ConfigError, atomic_write_json, provenance, repo_path
-    from parl_mt_lib.stats import paired_bootstrap
+    from parl_mt_lib.stats import changed, paired_bootstrap
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", default="results/small")
@@ -71,10 +71,7 @@ def main(argv=None) -> int:
         final = f"{a.small}/{stage}/seed{a.seed}/final"  # as given (a path is part of an evaluation's fingerprint)
         for which, policy in (("start", recipe.init_path()), ("final", final)):
             d = out / method / which
-            evaluate(policy, entries=pool, context=context_mode(recipe), tool_docs=recipe.tool_docs,
-                     max_new_tokens=recipe.max_new_tokens, temperature=0.0, lora_sync=recipe.lora_sync,
-                     rollout_backend=recipe.rollout_backend, batch_size=recipe.generation_batch_size,
-                     results_dir=d, progress=False, replace=True)
+            evaluate(policy, entries=pool, **play_kwargs(recipe), results_dir=d, progress=False, replace=True)
             verdicts[which] = task_verdicts(d)
         for subset, ids in (("sampled", sorted(drawn)), ("not_sampled", sorted({t.id for t in pool} - drawn)),
                             ("pool", sorted(t.id for t in pool))):
@@ -83,7 +80,7 @@ def main(argv=None) -> int:
             s, f = ({i: verdicts[w][i] for i in ids} for w in ("start", "final"))
             row = {"method": method, "subset": subset, "n": len(ids), "start": sum(s.values()) / len(ids),
                    "final": sum(f.values()) / len(ids), "final_minus_start": paired_bootstrap(f, s),
-                   "changed": {"gained": sum(f[i] > s[i] for i in ids), "lost": sum(f[i] < s[i] for i in ids)}}
+                   "changed": changed(f, s)}
             rows.append(row)
             print(json.dumps(row))
     prov = provenance(wall_clock_s=round(time.time() - t0, 1))

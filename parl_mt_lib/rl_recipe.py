@@ -121,6 +121,18 @@ def context_mode(recipe: RLRecipe) -> str:
     return METHODS[recipe.method][0]
 
 
+# the recipe fields that decide how an RL checkpoint is played greedily (besides ``method``, which sets the context)
+PLAY_FIELDS = ("tool_docs", "max_new_tokens", "rollout_backend", "lora_sync", "generation_batch_size")
+
+
+def play_kwargs(recipe: RLRecipe) -> dict:
+    """:func:`parl_mt_lib.evaluate.evaluate` keywords that play a checkpoint greedily as this recipe's run plays it:
+    the method's context, the recipe's tool docs, token budget and engine (the diagnosis probes under benchmarks/)."""
+    return {"context": context_mode(recipe), "tool_docs": recipe.tool_docs, "max_new_tokens": recipe.max_new_tokens,
+            "temperature": 0.0, "lora_sync": recipe.lora_sync, "rollout_backend": recipe.rollout_backend,
+            "batch_size": recipe.generation_batch_size}
+
+
 def load_rl_recipe(path, overrides: dict | None = None) -> RLRecipe:
     """YAML recipe + overrides; unknown keys and bad values stop here with one line."""
     return load_yaml_recipe(path, RLRecipe, overrides, "recipes/*/pag_rl.yaml and mt_grpo.yaml")

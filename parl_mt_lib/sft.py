@@ -320,7 +320,7 @@ def evaluate_sft_model(path, view: str, recipe: SFTRecipe, eval_limit: int | Non
     val_tasks = [tasks[i] for i in sorted({e["task_id"] for e in val})][:task_limit]
     # load_model: an adapter's base is found even when the saved base path is gone (results from another checkout);
     # dtype "auto" as from_pretrained's own default, on the device it was trained on
-    model = load_model(str(path), dtype="auto")[0].to(training_device()).eval()
+    model = load_model(str(path), dtype="auto", device=training_device())[0]
     tok = AutoTokenizer.from_pretrained(path)
     m = trajectory_metrics(play(model, tok, val_tasks, view, recipe.tool_docs), view)
     tf = teacher_forced_metrics(model, tok, val, tasks, view, recipe.tool_docs, limit=eval_limit)

@@ -99,6 +99,16 @@ def wilson(correct: int, total: int, z: float = 1.96) -> list[float]:
     return [max(0.0, c - h), min(1.0, c + h)]
 
 
+def changed(new_by_task: Mapping, old_by_task: Mapping) -> dict:
+    """How many tasks ``new`` solves that ``old`` does not (gained) and the reverse (lost), over ``old``'s tasks.
+
+    >>> changed({"a": 1, "b": 0, "c": 1}, {"a": 0, "b": 1, "c": 1})
+    {'gained': 1, 'lost': 1}
+    """
+    return {"gained": sum(new_by_task[i] > old_by_task[i] for i in old_by_task),
+            "lost": sum(new_by_task[i] < old_by_task[i] for i in old_by_task)}
+
+
 def paired_bootstrap(a_by_task: Mapping, b_by_task: Mapping, n_boot: int = 10_000, seed: int = 0) -> dict:
     """Mean paired difference ``a - b`` over tasks with a 95% percentile-bootstrap interval (tasks resampled).
 
