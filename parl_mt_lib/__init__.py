@@ -14,7 +14,7 @@ Every module has one job (dependency order, roughly bottom-up):
 * ``rollout``          the driver: turn by turn, step by step, batched across episodes, on the protocol only
 * ``policies``         generators: oracle, scripted (``MockModel``), HF causal LM, OpenAI-compatible endpoint
 * ``backends``         the rollout-backend contract and registry (``rollout_backend`` in RL recipes)
-* ``models``           ``toy`` | local dir | hub id -> (model, tokenizer), one code path
+* ``models``           ``toy`` | ``smollm2`` | local dir (model or adapter) | hub id -> (model, tokenizer), one code path
 * ``toy_model``        the embedded tiny Qwen2 + BPE tokenizer trained on BFCL text
 * ``evaluate``         BFCL's official checker (sanitised), the resumable evaluation runner, metrics.json, CLI
 * ``engine_pool``      one started evaluation engine reused across ``evaluate`` calls with the same key (06)
@@ -29,7 +29,7 @@ Every module has one job (dependency order, roughly bottom-up):
 * ``sft_eval``         held-out metrics: free-running (headline) and teacher-forced (diagnosis only)
 * ``rewards``          the reward registry: small pure functions of one step, by name + weight
 * ``grpo``             group / turn advantages, completion-only log-probs, the clipped GRPO loss
-* ``rl_recipe``        RL recipes (validated) and the RL training / held-out task split
+* ``rl_recipe``        RL recipes (validated), the RL training / held-out task split, how a checkpoint is played
 * ``rl_samples``       rollouts -> scored episodes -> step samples with advantages and sampler log-probs
 * ``rl_update``        policy model, reference, the optimiser update (log-prob gap), checkpoints
 * ``rl``               the RL loop for PAG-RL and MT-GRPO, its metrics and seeds grid

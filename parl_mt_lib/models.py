@@ -48,8 +48,9 @@ def adapter_base(adapter_dir) -> str:
     """The base model of a PEFT adapter directory: ``base_model_name_or_path`` as saved (an absolute path for our
     specs' cached models) or, when that path is gone -- results copied from another checkout or machine, e.g. a
     fresh-clone run's ``results/small`` -- this checkout's build of the same spec, if it has the same name: spec
-    caches are named by content (``toy-<key>``, ``smollm2-135m-instruct-<gguf sha>``), and the build checks its own
-    stamp. Any other base that is gone stops with one line. (PEFT itself only tries the saved string, as a path or a
+    caches are named by what they are built from (``smollm2-135m-instruct-<gguf sha>``, whose build checks a stamp
+    of its weights; ``toy-<key>``: the builder version, config and corpus, weights from a seeded init, so the same
+    only on the same torch). Any other base that is gone stops with one line. (PEFT itself only tries the saved string, as a path or a
     hub id.)
 
     >>> import json, tempfile; from pathlib import Path

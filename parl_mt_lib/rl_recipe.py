@@ -126,8 +126,9 @@ PLAY_FIELDS = ("tool_docs", "max_new_tokens", "rollout_backend", "lora_sync", "g
 
 
 def play_kwargs(recipe: RLRecipe) -> dict:
-    """:func:`parl_mt_lib.evaluate.evaluate` keywords that play a checkpoint greedily as this recipe's run plays it:
-    the method's context, the recipe's tool docs, token budget and engine (the diagnosis probes under benchmarks/)."""
+    """:func:`parl_mt_lib.evaluate.evaluate` keywords that play a checkpoint greedily as notebook 06 plays it, with
+    this recipe's method context, tool docs, token budget and engine (``engine_dtype`` not passed: evaluate's own);
+    the diagnosis probes under benchmarks/ use it."""
     return {"context": context_mode(recipe), "tool_docs": recipe.tool_docs, "max_new_tokens": recipe.max_new_tokens,
             "temperature": 0.0, "lora_sync": recipe.lora_sync, "rollout_backend": recipe.rollout_backend,
             "batch_size": recipe.generation_batch_size}
